@@ -1,0 +1,53 @@
+"""The port every transport implements: a connection that moves frames (no I/O here)."""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+
+__all__ = ["Channel"]
+
+
+class Channel(abc.ABC):
+    """One connection to one peer, moving whole frames (JSON text) in order.
+
+    A transport adapts its network connection to this interface and hands it to
+    :meth:`SessionManager.serve_channel`; everything else -- handshake, resume, acks,
+    heartbeats, limits -- lives in the core.
+
+    Errors are the library's own: using a channel after :meth:`aclose` raises
+    :class:`~statesession.ChannelClosedError`; a peer or network that ended the connection
+    (politely or not) raises :class:`~statesession.ChannelBrokenError`; a frame over the
+    transport's size limit raises :class:`~statesession.FrameTooLargeError`.
+
+    ``send`` and ``receive`` may be called concurrently from two tasks (one each). Either
+    may be cancelled; a cancelled ``send`` may leave the channel broken.
+    """
+
+    @abc.abstractmethod
+    async def send(self, frame: str) -> None:
+        """Send one frame; return once the transport has taken it."""
+
+    @abc.abstractmethod
+    async def receive(self) -> str:
+        """Wait for and return the next frame."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection. Idempotent; never raises for a broken connection."""
+
+    @property
+    def peer(self) -> str:
+        """A short description of the other end, for logs."""
+        return "unknown"
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

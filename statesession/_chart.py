@@ -1,0 +1,296 @@
+"""The session lifecycle as a statechart, and the interpreter that runs it (sans-IO).
+
+Theory of operation
+-------------------
+:class:`SessionChart` declares the lifecycle: seven states, the events that move between
+them, the guards that decide, and the entry/exit actions. It is the single source of truth:
+the runtime, the docs diagram and the property tests all read it.
+
+Guards are pure functions of the values sent with the event (the clock, "is the token
+right", "how many connections are left"), so the chart never reads time or I/O itself.
+Actions are plain synchronous calls on a :class:`LifecycleHost` -- the session runtime --
+which may only do synchronous things (open or cancel a cancel scope, start a task, queue a
+frame). Nothing here awaits, so a run-to-completion step has no checkpoint and cannot be
+torn by cancellation.
+
+A python-statemachine instance costs tens of kilobytes and most of a millisecond to build
+(its callback registry is rebuilt for every instance). Sessions therefore do not own one.
+A :class:`Lifecycle` owns a single chart whose model is a cursor; to step a session it
+points the cursor at that session, whose ``state`` attribute holds its configuration, and
+sends the event. Steps never nest (the chart is synchronous and the runtime single-threaded),
+so one chart serves any number of sessions, and a session costs one attribute.
+
+Only the events in :data:`EXTERNAL_EVENTS` may be sent from outside; ``error.execution`` is
+raised by the chart itself when an action fails, and moves the session to ``error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from statemachine import State, StateChart
+from statemachine.exceptions import TransitionNotAllowed
+
+from ._exceptions import LifecycleError
+
+__all__ = [
+    "EXTERNAL_EVENTS",
+    "FINAL_STATES",
+    "STATES",
+    "Lifecycle",
+    "LifecycleHost",
+    "SessionChart",
+]
+
+
+class LifecycleHost(Protocol):
+    """What the chart drives: one session's runtime.
+
+    ``state`` is where the chart keeps the session's current state id (``None`` before the
+    initial state is entered). Every method is synchronous and must not block.
+    """
+
+    state: str | None
+
+    def begin_initializing(self) -> None: ...
+    def begin_active(self) -> None: ...
+    def begin_reconnecting(self) -> None: ...
+    def begin_passivated(self) -> None: ...
+    def begin_terminating(self, reason: str) -> None: ...
+    def settle(self, error: BaseException | None) -> None: ...
+    def end_state(self, state: str) -> None: ...
+    def transitioned(self, event: str, source: str, target: str) -> None: ...
+
+
+class _Cursor:
+    """The chart's model: forwards ``state`` to whichever session is being stepped."""
+
+    __slots__ = ("host",)
+
+    def __init__(self, host: LifecycleHost) -> None:
+        self.host = host
+
+    @property
+    def state(self) -> str | None:
+        return self.host.state
+
+    @state.setter
+    def state(self, value: str | None) -> None:
+        self.host.state = value
+
+
+class SessionChart(StateChart[_Cursor]):
+    """The lifecycle of one client session.
+
+    ==============  ============================================================
+    initializing    created; allocation and health checks running
+    active          at least one connection attached; heartbeats run
+    reconnecting    no connection; messages buffered; the window timer runs
+    passivated      saved to a store; nothing left in memory but the snapshot
+    terminating     the cleanup cascade runs; no new operations are taken
+    terminated      final; the cleanup report is available
+    error           failed; flagged for recovery or manual cleanup
+    ==============  ============================================================
+    """
+
+    # A self-transition (another connection attaching to an active session) must not
+    # re-run the entry action, which would restart the state's work.
+    enable_self_transition_entries = False
+    # An event no transition takes is an answer ("no"), not an exception to swallow.
+    allow_event_without_transition = False
+    # An exception in an action becomes error.execution and moves the session to `error`.
+    catch_errors_as_events = True
+
+    initializing = State(initial=True)
+    active = State()
+    reconnecting = State()
+    passivated = State()
+    terminating = State()
+    terminated = State(final=True)
+    error = State()
+
+    activate = initializing.to(active, cond="ready")
+    attach = active.to.itself(  # type: ignore[no-untyped-call]
+        internal=True, cond="admissible"
+    ) | reconnecting.to(active, cond="admissible")
+    detach = active.to(reconnecting, cond="unattached") | active.to.itself(  # type: ignore[no-untyped-call]
+        internal=True, unless="unattached"
+    )
+    expire = reconnecting.to(passivated, cond=["expired", "storable"]) | reconnecting.to(
+        terminating, cond="expired"
+    )
+    passivate = active.to(passivated, cond="storable") | reconnecting.to(
+        passivated, cond="storable"
+    )
+    rehydrate = passivated.to(initializing)
+    terminate = (
+        initializing.to(terminating)
+        | active.to(terminating)
+        | reconnecting.to(terminating)
+        | passivated.to(terminating)
+        | error.to(terminating)
+    )
+    finish = terminating.to(terminated, cond="clean") | terminating.to(error, unless="clean")
+    error_execution = (
+        initializing.to(error)
+        | active.to(error)
+        | reconnecting.to(error)
+        | passivated.to(error)
+        | terminating.to(error)
+        | error.to.itself(internal=True)  # type: ignore[no-untyped-call]
+    )
+
+    # -- guards: pure functions of the values sent with the event ----------------------
+
+    def ready(self, allocated: bool = False, healthy: bool = False) -> bool:
+        """Activation needs the allocation done and the health checks passed."""
+        return allocated and healthy
+
+    def admissible(self, token_ok: bool = False, now: float = 0.0, deadline: float = 0.0) -> bool:
+        """A connection attaches only with the right token, within the reconnect window."""
+        return token_ok and now < deadline
+
+    def unattached(self, connections: int = 0) -> bool:
+        """The session leaves ``active`` when its last connection is gone."""
+        return connections == 0
+
+    def expired(self, now: float = 0.0, deadline: float = float("inf")) -> bool:
+        """A window expires only once its deadline has passed (a stale timer is ignored)."""
+        return now >= deadline
+
+    def storable(self, store: bool = False) -> bool:
+        """Passivation needs a store to save the session to."""
+        return store
+
+    def clean(self, leaked: int = 1) -> bool:
+        """``terminated`` only when cleanup left nothing behind; otherwise ``error``."""
+        return leaked == 0
+
+    # -- actions: synchronous calls on the session runtime ------------------------------
+
+    def on_enter_initializing(self, model: _Cursor) -> None:
+        model.host.begin_initializing()
+
+    def on_enter_active(self, model: _Cursor) -> None:
+        model.host.begin_active()
+
+    def on_enter_reconnecting(self, model: _Cursor) -> None:
+        model.host.begin_reconnecting()
+
+    def on_enter_passivated(self, model: _Cursor) -> None:
+        model.host.begin_passivated()
+
+    def on_enter_terminating(self, model: _Cursor, reason: str = "terminated") -> None:
+        model.host.begin_terminating(reason)
+
+    def on_enter_terminated(self, model: _Cursor) -> None:
+        model.host.settle(None)
+
+    def on_enter_error(self, model: _Cursor, error: BaseException | None = None) -> None:
+        model.host.settle(error)
+
+    def on_exit_state(self, model: _Cursor, source: State) -> None:
+        model.host.end_state(source.id)
+
+    def after_transition(
+        self, model: _Cursor, event: str, source: State, target: State | None
+    ) -> None:
+        model.host.transitioned(str(event), source.id, target.id if target else source.id)
+
+
+#: Every state id, in declaration order.
+STATES: tuple[str, ...] = tuple(state.id for state in SessionChart.states)
+#: States a session never leaves.
+FINAL_STATES: frozenset[str] = frozenset(state.id for state in SessionChart.final_states)
+#: The events a runtime may send; ``error.execution`` is the chart's own.
+EXTERNAL_EVENTS: frozenset[str] = frozenset(
+    {"activate", "attach", "detach", "expire", "passivate", "rehydrate", "terminate", "finish"}
+)
+
+
+class _Parked:
+    """Where the cursor points between steps, so no session is kept alive by it."""
+
+    state: str | None = "initializing"
+
+    def __getattr__(self, name: str) -> Any:
+        raise LifecycleError(f"the lifecycle acted outside a step ({name})")
+
+
+_PARKED: Any = _Parked()
+
+
+class Lifecycle:
+    """Steps any number of sessions through one :class:`SessionChart` instance.
+
+    Not thread-safe: use one per thread (a session manager owns one).
+    """
+
+    __slots__ = ("_chart", "_cursor", "_stepping")
+
+    def __init__(self) -> None:
+        self._cursor = _Cursor(_PARKED)
+        # The parked model already has a state, so building the chart runs no action.
+        self._chart = SessionChart(model=self._cursor)
+        self._stepping = False
+
+    def start(self, host: LifecycleHost) -> None:
+        """Enter the initial state for a new session (runs its entry action)."""
+        if host.state is not None:
+            raise LifecycleError(f"session already started (state {host.state!r})")
+        with self._step(host):
+            self._chart.activate_initial_state()
+
+    def send(self, host: LifecycleHost, event: str, **values: Any) -> bool:
+        """Run one event to completion for ``host``; return whether a transition was taken.
+
+        ``values`` are what the guards and actions read (``now``, ``token_ok``, ...).
+        Raises :class:`LifecycleError` for an event the runtime may not send.
+        """
+        if event not in EXTERNAL_EVENTS:
+            raise LifecycleError(
+                f"event {event!r} cannot be sent to a session; "
+                f"expected one of {', '.join(sorted(EXTERNAL_EVENTS))}"
+            )
+        if host.state is None:
+            raise LifecycleError("session not started: call Lifecycle.start() first")
+        if host.state in FINAL_STATES:
+            return False
+        with self._step(host):
+            try:
+                self._chart.send(event, **values)
+            except TransitionNotAllowed:
+                return False
+        return True
+
+    def _step(self, host: LifecycleHost) -> _Step:
+        if self._stepping:
+            raise LifecycleError(
+                "a lifecycle action sent another event synchronously; "
+                "post it to the session's actor instead"
+            )
+        return _Step(self, host)
+
+
+class _Step:
+    __slots__ = ("_host", "_lifecycle")
+
+    def __init__(self, lifecycle: Lifecycle, host: LifecycleHost) -> None:
+        self._lifecycle = lifecycle
+        self._host = host
+
+    def __enter__(self) -> None:
+        self._lifecycle._stepping = True
+        self._lifecycle._cursor.host = self._host
+
+    def __exit__(self, *exc_info: object) -> None:
+        lifecycle = self._lifecycle
+        lifecycle._cursor.host = _PARKED
+        lifecycle._stepping = False
+        engine = lifecycle._chart._engine
+        if not engine.running:
+            # Reaching a final state stops the chart's engine for good; the chart is shared,
+            # so re-arm it for the next session (pinned by a regression test).
+            engine.running = True
+        # A step that raised may leave queued events behind; they belong to no one now.
+        engine.clear()

@@ -1,0 +1,483 @@
+"""A trio client for wire protocol v1 that survives dropped connections.
+
+Theory of operation
+-------------------
+:func:`open_client` opens a channel (through the ``connect`` callable), says ``hello``,
+and waits for ``welcome`` before handing the client over, so a refusal raises at once.
+A supervisor task then keeps the session connected: whenever the channel breaks (or the
+server stays silent for three heartbeats) it opens a new one, with exponential backoff and
+jitter, and resumes with the session's token and the highest seq it has received.
+
+Server messages are handed out exactly once, in order: a resend of something already
+received is dropped. They are acknowledged as the application takes them (``receive``),
+so an application that falls behind slows the server down instead of piling up memory.
+The client's own messages stay in a pending buffer until the server acknowledges them, and
+are resent after a reconnect from the server's ``welcome.ack`` on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ._channel import Channel
+from ._config import MiB
+from ._exceptions import (
+    ChannelError,
+    MessageTooLargeError,
+    ProtocolError,
+    RemoteError,
+    ResumeGapError,
+    SessionClosedError,
+)
+from ._protocol import (
+    PONG_TEXT,
+    AckFrame,
+    ByeFrame,
+    ClosedFrame,
+    ErrorFrame,
+    HelloFrame,
+    MsgFrame,
+    PingFrame,
+    StateFrame,
+    WelcomeFrame,
+    decode_server_frame,
+    encode_data,
+    encode_frame,
+)
+from ._util import collapse_single_exception_group
+
+__all__ = ["Backoff", "Client", "ClientStatistics", "open_client"]
+
+log = logging.getLogger("statesession.client")
+
+Connect = Callable[[], Awaitable[Channel]]
+
+#: Error codes after which reconnecting cannot help.
+_FINAL_CODES = frozenset(
+    {
+        "bad_version",
+        "unknown_session",
+        "bad_token",
+        "resume_gap",
+        "terminated",
+        "session_limit",
+        "bad_frame",
+        "frame_too_large",
+    }
+)
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """Delays between reconnect attempts: ``initial * multiplier**n``, capped at
+    ``maximum``, each randomized by +/- ``jitter`` (a fraction) so that many clients
+    dropped at once do not come back at once."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.multiplier**attempt)
+        return base * (1 + self.jitter * (2 * random.random() - 1))
+
+
+@attrs.frozen(kw_only=True)
+class ClientStatistics:
+    """Counters of one client, from :meth:`Client.statistics`."""
+
+    connected: bool
+    connects: int
+    pending: int
+    received: int
+    sent: int
+
+
+class Client:
+    """A session seen from the client side; made by :func:`open_client`."""
+
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        session: str | None,
+        token: str | None,
+        client: str | None,
+        auth: Any,
+        max_frame: int,
+        max_pending: int,
+        backoff: Backoff,
+        give_up_after: float | None,
+    ) -> None:
+        self._connect = connect
+        #: The session id (set by the first ``welcome``).
+        self.session_id = session
+        #: The session's secret token, needed to resume it.
+        self.token = token
+        #: This client's id within the session.
+        self.client_id = client
+        #: The session's lifecycle state as last reported by the server.
+        self.state: str | None = None
+        self._auth = auth
+        self._max_frame = max_frame
+        self._max_pending = max_pending
+        self._backoff = backoff
+        self._give_up_after = give_up_after
+        self._window = 30.0
+        self._heartbeat = 10.0
+        # server -> client
+        self._received = 0  # highest seq placed in the inbox
+        self._consumed = 0  # highest seq handed to the application
+        self._inbox: deque[tuple[int, Any]] = deque()
+        self._inbox_lot = trio.lowlevel.ParkingLot()
+        # client -> server
+        self._next_seq = 1
+        self._pending: deque[tuple[int, str]] = deque()
+        self._room_lot = trio.lowlevel.ParkingLot()
+        # the current connection
+        self._channel: Channel | None = None
+        self._out_seq = 1
+        self._acked_sent = 0
+        self._control: deque[str] = deque()
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._welcomed = trio.Event()
+        self._connected = False
+        self._connects = 0
+        self._closed_reason: str | None = None
+        self._failure: BaseException | None = None
+        self._bye_sent = False
+        self._ended = trio.Event()
+
+    # -- the application's API ------------------------------------------------------------
+
+    async def send(self, data: Any) -> None:
+        """Send ``data`` (any JSON value) to the session, exactly once.
+
+        Waits while ``max_pending`` messages are still unacknowledged. Raises
+        :class:`SessionClosedError` or :class:`RemoteError` once the session is over.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check()
+        body = encode_data(data)
+        while len(self._pending) >= self._max_pending:
+            await self._room_lot.park()
+            self._check()
+        seq = self._next_seq
+        text = f'{{"type":"msg","seq":{seq},"data":{body}}}'
+        if len(text) > self._max_frame:
+            raise MessageTooLargeError(
+                f"message frame of {len(text)} bytes is over max_frame ({self._max_frame})"
+            )
+        self._next_seq = seq + 1
+        self._pending.append((seq, text))
+        self._writer_lot.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive(self) -> Any:
+        """Wait for the next message from the session and return its data.
+
+        Raises :class:`SessionClosedError` once the server closed the session and every
+        message has been handed out, or :class:`RemoteError` if the server refused it.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._inbox:
+            self._check()
+            await self._inbox_lot.park()
+        seq, data = self._inbox.popleft()
+        self._consumed = seq
+        self._writer_lot.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                data = await self.receive()
+            except SessionClosedError:
+                return
+            yield data
+
+    async def close(self, reason: str | None = None) -> None:
+        """End the session (``bye``) and wait until the server confirms (``closed``)."""
+        if self._ended.is_set():
+            return
+        self._bye_sent = True
+        self._control.append(encode_frame(ByeFrame(reason=reason)))
+        self._writer_lot.unpark_all()
+        await self._ended.wait()
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the server closed the session, once it has."""
+        return self._closed_reason
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(
+            connected=self._connected,
+            connects=self._connects,
+            pending=len(self._pending),
+            received=self._received,
+            sent=self._next_seq - 1,
+        )
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closed_reason is not None:
+            raise SessionClosedError(self._closed_reason)
+
+    # -- the supervisor -------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        dropped_at: float | None = None
+        try:
+            while True:
+                try:
+                    channel = await self._connect()
+                except (OSError, ChannelError) as exc:
+                    log.info("connect failed: %s", exc)
+                else:
+                    self._channel = channel
+                    try:
+                        welcomed = await self._converse(channel)
+                    finally:
+                        self._channel = None
+                        self._connected = False
+                        with trio.CancelScope(shield=True):
+                            await channel.aclose()
+                    if self._ended.is_set():
+                        return
+                    if welcomed:
+                        attempt, dropped_at = 0, None
+                if self.session_id is None and self._bye_sent:
+                    return
+                now = trio.current_time()
+                dropped_at = now if dropped_at is None else dropped_at
+                limit = self._give_up_after if self._give_up_after is not None else self._window
+                if now - dropped_at >= limit:
+                    self._fail(
+                        RemoteError(
+                            "unreachable",
+                            f"could not reach the server for {limit:g} s; giving up",
+                        )
+                    )
+                    return
+                await trio.sleep(self._backoff.delay(attempt))
+                attempt += 1
+        except RemoteError as exc:
+            self._fail(exc)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._closed_reason is None and self._failure is None:
+            if self._bye_sent and isinstance(error, RemoteError) and error.code == "terminated":
+                # The session ended on our bye while we were reconnecting.
+                self._closed_reason = "bye"
+            else:
+                self._failure = error
+        self._end()
+
+    def _end(self) -> None:
+        self._ended.set()
+        self._welcomed.set()
+        self._inbox_lot.unpark_all()
+        self._room_lot.unpark_all()
+
+    async def _converse(self, channel: Channel) -> bool:
+        """Handshake and run one connection; return whether it was welcomed."""
+        hello = HelloFrame(
+            session=self.session_id,
+            token=self.token,
+            client=self.client_id,
+            ack=self._received if self.session_id is not None else None,
+            auth=self._auth,
+        )
+        try:
+            await channel.send(encode_frame(hello))
+            with trio.move_on_after(max(self._heartbeat * 3, 10.0)) as waited:
+                frame = decode_server_frame(await channel.receive(), max_frame=self._max_frame)
+        except (ChannelError, ProtocolError) as exc:
+            log.info("handshake failed: %s", exc)
+            return False
+        if waited.cancelled_caught:
+            log.info("no welcome from the server; reconnecting")
+            return False
+        if isinstance(frame, ErrorFrame):
+            raise self._remote_error(frame)
+        if not isinstance(frame, WelcomeFrame):
+            log.warning("server answered hello with %s; reconnecting", type(frame).__name__)
+            return False
+        self._welcome(frame)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, channel, nursery.cancel_scope)
+                await self._read_loop(channel)
+                nursery.cancel_scope.cancel()
+        except ChannelError:
+            pass
+        return True
+
+    def _welcome(self, frame: WelcomeFrame) -> None:
+        self.session_id = frame.session
+        self.token = frame.token
+        self.client_id = frame.client
+        self.state = frame.state
+        self._window = frame.window
+        self._heartbeat = frame.heartbeat
+        self._drop_acknowledged(frame.ack)
+        self._out_seq = self._pending[0][0] if self._pending else self._next_seq
+        self._acked_sent = self._received
+        self._control.clear()
+        if self._bye_sent:
+            self._control.append(encode_frame(ByeFrame()))
+        self._connected = True
+        self._connects += 1
+        self._welcomed.set()
+
+    def _remote_error(self, frame: ErrorFrame) -> RemoteError:
+        if frame.code == "resume_gap":
+            return ResumeGapError(frame.code, frame.message)
+        return RemoteError(frame.code, frame.message)
+
+    def _drop_acknowledged(self, seq: int) -> None:
+        pending = self._pending
+        dropped = False
+        while pending and pending[0][0] <= seq:
+            pending.popleft()
+            dropped = True
+        if dropped:
+            self._room_lot.unpark_all()
+
+    async def _read_loop(self, channel: Channel) -> None:
+        silence = self._heartbeat * 3
+        while True:
+            with trio.move_on_after(silence) as waited:
+                text = await channel.receive()
+            if waited.cancelled_caught:
+                log.info("server silent for %.1f s; reconnecting", silence)
+                return
+            try:
+                frame = decode_server_frame(text, max_frame=self._max_frame)
+            except ProtocolError as exc:
+                log.warning("bad frame from the server (%s); reconnecting", exc)
+                return
+            if isinstance(frame, MsgFrame):
+                if frame.seq == self._received + 1:
+                    self._received = frame.seq
+                    self._inbox.append((frame.seq, frame.data))
+                    self._inbox_lot.unpark()
+                elif frame.seq > self._received + 1:
+                    log.warning(
+                        "server skipped from seq %d to %d; resuming", self._received, frame.seq
+                    )
+                    return
+            elif isinstance(frame, AckFrame):
+                self._drop_acknowledged(frame.seq)
+            elif isinstance(frame, PingFrame):
+                self._control.append(PONG_TEXT)
+                self._writer_lot.unpark_all()
+            elif isinstance(frame, StateFrame):
+                self.state = frame.state
+            elif isinstance(frame, ClosedFrame):
+                self._closed_reason = frame.reason
+                self.state = "terminated"
+                self._end()
+                return
+            elif isinstance(frame, ErrorFrame):
+                if frame.fatal:
+                    if frame.code in _FINAL_CODES:
+                        raise self._remote_error(frame)
+                    log.info("server ended the connection: %s (%s)", frame.code, frame.message)
+                    return
+                log.info("server reported %s: %s", frame.code, frame.message)
+
+    async def _write_loop(self, channel: Channel, done: trio.CancelScope) -> None:
+        try:
+            while True:
+                text = self._next_frame()
+                if text is None:
+                    await self._writer_lot.park()
+                    continue
+                await channel.send(text)
+        except ChannelError:
+            pass
+        finally:
+            done.cancel()
+
+    def _next_frame(self) -> str | None:
+        if self._control:
+            return self._control.popleft()
+        pending = self._pending
+        if pending and self._out_seq <= pending[-1][0]:
+            index = self._out_seq - pending[0][0]
+            if index < 0:
+                index = 0
+            seq, text = pending[index]
+            self._out_seq = seq + 1
+            return text
+        if self._consumed > self._acked_sent:
+            self._acked_sent = self._consumed
+            return encode_frame(AckFrame(seq=self._consumed))
+        return None
+
+
+@asynccontextmanager
+async def open_client(
+    connect: Connect,
+    *,
+    session: str | None = None,
+    token: str | None = None,
+    client: str | None = None,
+    auth: Any = None,
+    max_frame: int = MiB,
+    max_pending: int = 1000,
+    backoff: Backoff | None = None,
+    give_up_after: float | None = None,
+) -> AsyncIterator[Client]:
+    """Connect to a session server and keep the session connected.
+
+    ``connect()`` opens a new :class:`Channel` to the server; it is called again after
+    every drop. Pass ``session`` and ``token`` (and ``client``) to resume an existing
+    session; otherwise a new one is created. Returns once the server welcomed the client,
+    raising :class:`RemoteError` if it refused. Reconnecting gives up after
+    ``give_up_after`` seconds without a connection (default: the server's reconnect
+    window). Leaving the block ends the session with ``bye`` unless it is already over.
+    """
+    if (session is None) != (token is None):
+        raise ValueError("session and token go together: give both to resume, or neither")
+    client_obj = Client(
+        connect,
+        session=session,
+        token=token,
+        client=client,
+        auth=auth,
+        max_frame=max_frame,
+        max_pending=max_pending,
+        backoff=backoff or Backoff(),
+        give_up_after=give_up_after,
+    )
+    with collapse_single_exception_group():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_obj._supervise, name="statesession client")
+            await client_obj._welcomed.wait()
+            client_obj._check()
+            try:
+                yield client_obj
+            finally:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + 10
+                    if not client_obj._ended.is_set() and client_obj._connected:
+                        await client_obj.close()
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,265 @@
+"""One channel attached to a session: reads client frames, writes server frames.
+
+Theory of operation
+-------------------
+After the handshake a connection runs two loops in its own nursery, in the task that called
+``serve_channel`` (the transport's): the *reader* decodes each client frame and applies it
+to the session; the *writer* sends, in this order of priority, queued control frames
+(``welcome``, ``pong``, ``ping``, ``state``, ``error``), the session's buffered messages
+from this connection's cursor on, a coalesced ``ack`` for the client's messages, and
+finally the frame that ends the connection (``closed`` or a fatal ``error``).
+
+The writer never holds a copy of a message: it reads the encoded frame from the session's
+replay buffer by seq, so N connections cost N cursors, not N queues. Every send is bounded
+by ``send_timeout``; a peer that stops reading is dropped, never waited on forever.
+
+Either loop ending ends the connection: the peer going away stops the writer; the final
+frame having been sent stops the reader. The session is then told the connection detached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._channel import Channel
+from ._delivery import ClientCursor, ReplayBuffer
+from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError
+from ._protocol import (
+    PONG_TEXT,
+    AckFrame,
+    ByeFrame,
+    ErrorFrame,
+    HelloFrame,
+    MsgFrame,
+    PingFrame,
+    WelcomeFrame,
+    decode_client_frame,
+    encode_frame,
+)
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["Connection", "error_text"]
+
+log = logging.getLogger("statesession")
+
+
+def error_text(error: ProtocolError) -> str:
+    """The ``error`` frame that reports ``error`` to the peer."""
+    return encode_frame(ErrorFrame(code=error.code, message=error.message, fatal=error.fatal))
+
+
+class Connection:
+    """A channel attached to a session as one client."""
+
+    __slots__ = (
+        "_ack_sent",
+        "_control",
+        "_final",
+        "_flush",
+        "_reack",
+        "_scope",
+        "channel",
+        "client",
+        "cursor",
+        "last_ping",
+        "last_received",
+        "next_seq",
+        "peer",
+        "resumed",
+        "session",
+        "token",
+    )
+
+    def __init__(
+        self, channel: Channel, session: Session, *, client: str, token: str, resumed: bool
+    ) -> None:
+        self.channel = channel
+        self.session = session
+        self.client = client
+        self.token = token
+        self.resumed = resumed
+        self.peer = channel.peer
+        self.cursor: ClientCursor | None = None
+        #: Seq of the next server message to send.
+        self.next_seq = 1
+        self.last_received = trio.current_time()
+        self.last_ping = -math.inf
+        self._control: deque[str] = deque()
+        self._ack_sent = 0
+        self._reack = False
+        self._final: str | None = None
+        self._flush = False
+        self._scope = trio.CancelScope()
+
+    # -- called by the session (synchronously) ------------------------------------------
+
+    def attach(self, cursor: ClientCursor, seen: int, now: float) -> None:
+        """The session accepted this connection: queue the welcome, replay from ``seen``."""
+        config = self.session._manager.config
+        self.cursor = cursor
+        self.next_seq = seen + 1
+        self._ack_sent = cursor.received
+        self.last_received = now
+        self._control.appendleft(
+            encode_frame(
+                WelcomeFrame(
+                    session=self.session.id,
+                    token=self.token,
+                    client=self.client,
+                    resumed=self.resumed,
+                    state="active",
+                    ack=cursor.received,
+                    heartbeat=config.heartbeat_interval,
+                    window=config.reconnect_window,
+                )
+            )
+        )
+
+    def queue(self, text: str) -> None:
+        """Send a control frame ahead of buffered messages."""
+        self._control.append(text)
+        self.session._writers.unpark_all()
+
+    def finish(self, text: str, *, flush: bool) -> None:
+        """End the connection with ``text``, after the pending messages if ``flush``."""
+        if self._final is None:
+            self._final = text
+            self._flush = flush
+            self.session._writers.unpark_all()
+
+    def fail(self, error: ProtocolError) -> None:
+        """Tell the peer about ``error``; end the connection if it is fatal."""
+        log.info("session %s: %s sent a bad frame: %s", self.session.id, self.peer, error)
+        if error.fatal:
+            self.finish(error_text(error), flush=False)
+        else:
+            self.queue(error_text(error))
+
+    def abort(self) -> None:
+        """Drop the connection now, sending nothing more."""
+        self._scope.cancel()
+
+    # -- the connection's own task ------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and write until the connection ends."""
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                await self._read_loop()
+                nursery.cancel_scope.cancel()
+
+    async def _read_loop(self) -> None:
+        session = self.session
+        channel = self.channel
+        max_frame = session._manager.config.max_frame
+        while True:
+            try:
+                text = await channel.receive()
+            except FrameTooLargeError as exc:
+                self.fail(ProtocolError("frame_too_large", str(exc), fatal=True))
+                await trio.sleep_forever()
+            except ChannelError:
+                return
+            self.last_received = trio.current_time()
+            try:
+                frame = decode_client_frame(text, max_frame=max_frame)
+                kind = type(frame)
+                if kind is MsgFrame:
+                    assert isinstance(frame, MsgFrame)
+                    await self._on_msg(frame)
+                elif kind is AckFrame:
+                    assert isinstance(frame, AckFrame)
+                    session._acknowledged(self, frame.seq)
+                elif kind is PingFrame:
+                    self.queue(PONG_TEXT)
+                elif kind is ByeFrame:
+                    assert isinstance(frame, ByeFrame)
+                    session.terminate("bye")
+                elif kind is HelloFrame:
+                    raise ProtocolError("bad_frame", "hello may only be the first frame")
+            except ProtocolError as exc:
+                self.fail(exc)
+                if exc.fatal:
+                    await trio.sleep_forever()
+
+    async def _on_msg(self, frame: MsgFrame) -> None:
+        session = self.session
+        if session.closing:
+            raise ProtocolError(
+                "terminated",
+                f"session is terminating ({session.reason}); msg {frame.seq} was not processed",
+            )
+        if not await session._deliver(self, frame.seq, frame.data):
+            # A duplicate (a resend after reconnecting): acknowledge it again.
+            self._reack = True
+        session._writers.unpark_all()
+
+    async def _write_loop(self, done: trio.CancelScope) -> None:
+        session = self.session
+        buffer = session._delivery.buffer
+        send = self.channel.send
+        timeout = session._manager.config.send_timeout
+        try:
+            with trio.CancelScope() as guard:
+                while True:
+                    text, last = self._next_frame(buffer)
+                    if text is None:
+                        await session._writers.park()
+                        continue
+                    guard.deadline = trio.current_time() + timeout
+                    await send(text)
+                    guard.deadline = math.inf
+                    if last:
+                        return
+            if guard.cancelled_caught:
+                log.info(
+                    "session %s: %s took over %.1f s to take a frame; dropping it",
+                    session.id,
+                    self.peer,
+                    timeout,
+                )
+        except ChannelError:
+            pass
+        finally:
+            done.cancel()
+
+    def _next_frame(self, buffer: ReplayBuffer) -> tuple[str | None, bool]:
+        if self._control:
+            return self._control.popleft(), False
+        final = self._final
+        if final is not None and not self._flush:
+            return final, True
+        seq = self.next_seq
+        if seq <= buffer.last_seq:
+            if seq < buffer.first_seq:
+                self._final = None
+                self.finish(
+                    error_text(
+                        ProtocolError(
+                            "resume_gap",
+                            f"messages {seq}..{buffer.first_seq - 1} were dropped before this "
+                            "connection was sent them (the replay buffer overflowed)",
+                            fatal=True,
+                        )
+                    ),
+                    flush=False,
+                )
+                return self._final, True
+            self.next_seq = seq + 1
+            return buffer.frame(seq), False
+        cursor = self.cursor
+        if cursor is not None and (cursor.received > self._ack_sent or self._reack):
+            self._ack_sent = cursor.received
+            self._reack = False
+            return encode_frame(AckFrame(seq=cursor.received)), False
+        if final is not None:
+            return final, True
+        return None, False

@@ -1,0 +1,266 @@
+"""Exactly-once, in-order delivery: the replay buffer and each client's cursors (sans-IO).
+
+Theory of operation
+-------------------
+Server -> client. Every message a session sends gets the next ``seq`` (1, 2, ...) and is
+encoded once; the text goes into the :class:`ReplayBuffer`. Each client acknowledges, with
+cumulative ``ack {seq}`` frames, the highest seq it has processed. A message leaves the
+buffer once every client the session remembers has acknowledged it. A client that comes
+back with ``ack = n`` is sent every held message above ``n``, in order, before any new
+one; if a message above ``n`` is no longer held, it gets ``resume_gap`` instead -- never a
+silent hole.
+
+The buffer is bounded by ``buffer_messages`` and ``buffer_bytes``. When it is full, the
+``backpressure`` policy makes ``session.send`` wait until acknowledgements make room; the
+``drop_oldest`` policy evicts the oldest message, and whoever still needed it gets
+``resume_gap`` when it resumes (or at once, if it is attached and had not yet been sent it).
+
+Client -> server. Each client numbers its messages 1, 2, ... The server processes seq
+``received + 1`` only; a lower seq is a duplicate (a resend after reconnecting), dropped and
+acknowledged again; a higher one means the client lost track, a fatal protocol error.
+
+A client is remembered while it is attached and for one reconnect window after it
+detached; a session remembers at most ``max_clients`` clients.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Literal
+
+import attrs
+
+from ._exceptions import ProtocolError
+
+__all__ = ["ClientCursor", "Delivery", "ReplayBuffer"]
+
+
+class ReplayBuffer:
+    """The encoded server messages not yet acknowledged by every client, by seq."""
+
+    __slots__ = (
+        "_bytes",
+        "_first",
+        "_frames",
+        "drop_oldest",
+        "dropped",
+        "max_bytes",
+        "max_messages",
+    )
+
+    def __init__(self, *, max_messages: int, max_bytes: int, drop_oldest: bool) -> None:
+        self._frames: deque[str] = deque()
+        #: Seq of the oldest held message (or of the next one, when nothing is held).
+        self._first = 1
+        self._bytes = 0
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.drop_oldest = drop_oldest
+        #: How many messages were evicted before every client acknowledged them.
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return self._bytes
+
+    @property
+    def first_seq(self) -> int:
+        """Seq of the oldest message held; ``last_seq + 1`` when nothing is held."""
+        return self._first
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest message ever appended (0 before the first)."""
+        return self._first + len(self._frames) - 1
+
+    def has_room(self, size: int) -> bool:
+        """Whether a frame of ``size`` bytes fits without evicting anything."""
+        return len(self._frames) < self.max_messages and self._bytes + size <= self.max_bytes
+
+    def append(self, frame: str) -> int:
+        """Hold ``frame`` as the next message and return its seq.
+
+        Evicts the oldest messages if the policy is ``drop_oldest``; otherwise the caller
+        must have waited for :meth:`has_room`.
+        """
+        size = len(frame)
+        if not self.has_room(size):
+            if not self.drop_oldest:
+                raise RuntimeError("replay buffer is full; wait for has_room() first")
+            while self._frames and not self.has_room(size):
+                self._evict()
+                self.dropped += 1
+        self._frames.append(frame)
+        self._bytes += size
+        return self.last_seq
+
+    def trim(self, upto: int) -> int:
+        """Drop every message with ``seq <= upto``; return how many were dropped."""
+        count = 0
+        while self._frames and self._first <= upto:
+            self._evict()
+            count += 1
+        return count
+
+    def _evict(self) -> None:
+        self._bytes -= len(self._frames.popleft())
+        self._first += 1
+
+    def holds_after(self, ack: int) -> bool:
+        """Whether every message above ``ack`` is still held (a resume from ``ack`` is
+        gapless)."""
+        return ack >= self._first - 1
+
+    def frame(self, seq: int) -> str:
+        """The held frame with this seq."""
+        return self._frames[seq - self._first]
+
+    def frames_after(self, ack: int) -> Iterator[tuple[int, str]]:
+        """Every held ``(seq, frame)`` above ``ack``, oldest first."""
+        start = max(ack + 1, self._first)
+        for index in range(start - self._first, len(self._frames)):
+            yield self._first + index, self._frames[index]
+
+
+@attrs.define(eq=False)
+class ClientCursor:
+    """What a session knows about one client."""
+
+    id: str
+    #: Highest server seq this client acknowledged.
+    acked: int = 0
+    #: Highest client seq the server processed.
+    received: int = 0
+    #: Connections of this client currently attached (0 or 1).
+    attached: int = 0
+    #: When its last connection detached (``None`` while attached).
+    detached_at: float | None = None
+
+
+class Delivery:
+    """One session's delivery state: its replay buffer and its clients."""
+
+    __slots__ = ("buffer", "clients", "max_clients")
+
+    def __init__(
+        self, *, max_messages: int, max_bytes: int, drop_oldest: bool, max_clients: int
+    ) -> None:
+        self.buffer = ReplayBuffer(
+            max_messages=max_messages, max_bytes=max_bytes, drop_oldest=drop_oldest
+        )
+        self.clients: dict[str, ClientCursor] = {}
+        self.max_clients = max_clients
+
+    # -- attaching ----------------------------------------------------------------------
+
+    def admit(self, client_id: str, ack: int | None, *, now: float) -> tuple[ClientCursor, int]:
+        """Find or make the cursor for a client that says hello; return it and the seq it
+        has seen (replay starts above it).
+
+        Raises ``ProtocolError`` when its history is gone (``resume_gap``), when it claims
+        messages that were never sent (``bad_frame``), or when the session is full
+        (``session_limit``).
+        """
+        buffer = self.buffer
+        cursor = self.clients.get(client_id)
+        if cursor is None:
+            if ack is not None and ack > 0:
+                raise ProtocolError(
+                    "resume_gap",
+                    f"this session does not remember client {client_id!r} (it was away "
+                    "longer than the reconnect window); its history is gone",
+                    fatal=True,
+                )
+            self._make_room(now)
+            cursor = ClientCursor(client_id, acked=buffer.last_seq if ack is None else 0)
+            seen = cursor.acked
+        else:
+            seen = cursor.acked if ack is None else ack
+        if seen > buffer.last_seq:
+            raise ProtocolError(
+                "bad_frame",
+                f"hello.ack is {seen} but the server has sent only up to seq {buffer.last_seq}",
+                fatal=True,
+            )
+        if not buffer.holds_after(seen):
+            raise ProtocolError(
+                "resume_gap",
+                f"cannot resume from ack {seen}: messages {seen + 1}..{buffer.first_seq - 1} "
+                "are no longer held",
+                fatal=True,
+            )
+        self.clients[client_id] = cursor
+        cursor.acked = max(cursor.acked, seen)
+        return cursor, seen
+
+    def _make_room(self, now: float) -> None:
+        if len(self.clients) < self.max_clients:
+            return
+        detached = [c for c in self.clients.values() if not c.attached]
+        if not detached:
+            raise ProtocolError(
+                "session_limit",
+                f"session already has {self.max_clients} clients attached (max_clients)",
+                fatal=True,
+            )
+        oldest = min(detached, key=lambda c: c.detached_at or 0.0)
+        del self.clients[oldest.id]
+
+    def attached(self, cursor: ClientCursor) -> None:
+        cursor.attached += 1
+        cursor.detached_at = None
+
+    def detached(self, cursor: ClientCursor, *, now: float) -> None:
+        cursor.attached -= 1
+        if not cursor.attached:
+            cursor.detached_at = now
+
+    def forget_stale(self, *, now: float, window: float) -> None:
+        """Forget clients detached for longer than ``window``; their acks no longer hold
+        messages in the buffer."""
+        stale = [
+            c.id
+            for c in self.clients.values()
+            if c.detached_at is not None and now - c.detached_at >= window
+        ]
+        for client_id in stale:
+            del self.clients[client_id]
+        if stale:
+            self._trim()
+
+    # -- client -> server ---------------------------------------------------------------
+
+    def receive(self, cursor: ClientCursor, seq: int) -> Literal["new", "duplicate"]:
+        """Account for client message ``seq``: new (process it) or duplicate (drop it)."""
+        if seq <= cursor.received:
+            return "duplicate"
+        if seq != cursor.received + 1:
+            raise ProtocolError(
+                "bad_frame",
+                f"msg.seq jumped from {cursor.received} to {seq}; seqs must go up by one",
+                fatal=True,
+            )
+        cursor.received = seq
+        return "new"
+
+    # -- server -> client ---------------------------------------------------------------
+
+    def acknowledge(self, cursor: ClientCursor, seq: int) -> None:
+        """Record a client's cumulative ack and drop what everyone has acknowledged."""
+        if seq > self.buffer.last_seq:
+            raise ProtocolError(
+                "bad_frame",
+                f"ack.seq is {seq} but the server has sent only up to seq {self.buffer.last_seq}",
+            )
+        if seq > cursor.acked:
+            cursor.acked = seq
+            self._trim()
+
+    def _trim(self) -> None:
+        if self.clients:
+            self.buffer.trim(min(c.acked for c in self.clients.values()))

@@ -1,0 +1,393 @@
+"""The session manager: admits connections, owns every session, shuts them all down.
+
+Theory of operation
+-------------------
+:func:`open_manager` opens a nursery that owns every session's actor. A transport hands
+each new connection to :meth:`SessionManager.serve_channel`, which runs the handshake in
+the caller's task: read ``hello`` (within ``handshake_timeout``), authenticate, then either
+create a session (within the admission limits) or find the one named and check its token,
+and attach. Anything wrong is answered with a fatal ``error`` frame on that connection
+only. After the welcome, the same task runs the connection until it ends.
+
+Each session runs inside its own error boundary: whatever its application or its tasks do,
+the exception ends that session and is logged; it never reaches the manager's nursery.
+
+Leaving ``open_manager`` -- normally, by an exception, or by cancellation -- refuses new
+connections with ``server_shutdown``, terminates every session (reason
+``server_shutdown``) and returns once all of them have run their cleanup cascade.
+Housekeeping that is tied to a session's state (reconnect windows, heartbeats, dead-peer
+detection) runs as that state's work inside the session, under this nursery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from inspect import isawaitable
+from typing import Any
+
+import attrs
+import trio
+
+from ._channel import Channel
+from ._chart import Lifecycle
+from ._config import SessionConfig
+from ._connection import Connection, error_text
+from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError
+from ._protocol import HelloFrame, decode_client_frame
+from ._session import Session
+from ._util import collapse_single_exception_group
+
+__all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
+
+log = logging.getLogger("statesession")
+
+App = Callable[[Session], Awaitable[object]]
+Authenticate = Callable[[Any], "str | Awaitable[str]"]
+SessionHook = Callable[[Session], Awaitable[object]]
+Observer = Callable[[Session, str, str, str], object]
+
+
+def _hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@attrs.frozen(kw_only=True)
+class ManagerStatistics:
+    """A snapshot of a manager's counters, from :meth:`SessionManager.statistics`."""
+
+    sessions: int
+    by_state: Mapping[str, int]
+    connections: int
+    handshakes: int
+    created: int
+    refused: int
+    closing: bool
+
+
+class SessionManager:
+    """Owns sessions; made by :func:`open_manager`, not directly."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        config: SessionConfig,
+        nursery: trio.Nursery,
+        authenticate: Authenticate | None,
+        setup: SessionHook | None,
+        health_check: SessionHook | None,
+    ) -> None:
+        self.config = config
+        self._app = app
+        self._nursery = nursery
+        self._authenticate = authenticate
+        self._setup = setup
+        self._health_check = health_check
+        self._lifecycle = Lifecycle()
+        self._sessions: dict[str, Session] = {}
+        self._per_principal: Counter[str] = Counter()
+        self._tombstones: OrderedDict[str, str] = OrderedDict()
+        self._handshakes: set[trio.CancelScope] = set()
+        self._observers: list[Observer] = []
+        self._closing = False
+        self._created = 0
+        self._refused = 0
+        self._all_gone = trio.Event()
+        self._all_gone.set()
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """The live sessions by id (a read-only view)."""
+        return _ReadOnly(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer(session, event, source, target)`` after every transition that
+        changes a session's state. It runs inside the lifecycle step: it must be quick and
+        must not block or raise."""
+        self._observers.append(observer)
+
+    def terminate(self, session_id: str, reason: str = "admin") -> bool:
+        """Ask a session to terminate; return whether it was found."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        session.terminate(reason)
+        return True
+
+    def statistics(self) -> ManagerStatistics:
+        by_state = Counter(s.state or "new" for s in self._sessions.values())
+        return ManagerStatistics(
+            sessions=len(self._sessions),
+            by_state=dict(by_state),
+            connections=sum(len(s._connections) for s in self._sessions.values()),
+            handshakes=len(self._handshakes),
+            created=self._created,
+            refused=self._refused,
+            closing=self._closing,
+        )
+
+    async def serve_channel(self, channel: Channel) -> None:
+        """Serve one connection until it ends; close the channel before returning.
+
+        Never raises for anything the peer does: bad input is answered with an ``error``
+        frame and, if fatal, the end of this connection only.
+        """
+        connection: Connection | None = None
+        try:
+            with trio.CancelScope() as handshake:
+                self._handshakes.add(handshake)
+                try:
+                    connection = await self._handshake(channel)
+                except ProtocolError as exc:
+                    self._refused += 1
+                    log.info("refused %s: %s", channel.peer, exc)
+                    await self._send_last_words(channel, exc)
+                    return
+                except ChannelError:
+                    return
+                finally:
+                    self._handshakes.discard(handshake)
+            if handshake.cancelled_caught:
+                if self._closing:
+                    await self._send_last_words(
+                        channel,
+                        ProtocolError("server_shutdown", "server is shutting down", fatal=True),
+                    )
+                return
+            assert connection is not None
+            try:
+                await connection.run()
+            finally:
+                connection.session._detach(connection)
+        finally:
+            await self._close_channel(channel)
+
+    # -- the handshake ---------------------------------------------------------------------
+
+    async def _handshake(self, channel: Channel) -> Connection:
+        config = self.config
+        with trio.move_on_after(config.handshake_timeout) as waited:
+            try:
+                text = await channel.receive()
+            except FrameTooLargeError as exc:
+                raise ProtocolError("frame_too_large", str(exc), fatal=True) from None
+        if waited.cancelled_caught:
+            raise ProtocolError(
+                "handshake_timeout",
+                f"no hello within handshake_timeout ({config.handshake_timeout:g} s)",
+                fatal=True,
+            )
+        try:
+            hello = decode_client_frame(text, max_frame=config.max_frame)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, exc.message, fatal=True) from None
+        if not isinstance(hello, HelloFrame):
+            raise ProtocolError(
+                "bad_frame",
+                f"the first frame must be hello, got {type(hello).__name__[:-5].lower()}",
+                fatal=True,
+            )
+        if self._closing:
+            raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
+        principal = await self._principal(hello.auth)
+        if hello.session is None:
+            return await self._create(channel, hello, principal)
+        return await self._resume(channel, hello, principal)
+
+    async def _principal(self, auth: Any) -> str | None:
+        if self._authenticate is None:
+            return None
+        try:
+            principal = self._authenticate(auth)
+            if isawaitable(principal):
+                principal = await principal
+        except Exception as exc:
+            raise ProtocolError("bad_token", f"authentication failed: {exc}", fatal=True) from None
+        if not isinstance(principal, str):
+            raise ProtocolError("bad_token", "authentication failed", fatal=True)
+        return principal
+
+    async def _create(
+        self, channel: Channel, hello: HelloFrame, principal: str | None
+    ) -> Connection:
+        config = self.config
+        if len(self._sessions) >= config.max_sessions:
+            raise ProtocolError(
+                "session_limit",
+                f"server holds its limit of {config.max_sessions} sessions (max_sessions); "
+                "try again later",
+                fatal=True,
+            )
+        if principal is not None and (
+            self._per_principal[principal] >= config.max_sessions_per_principal
+        ):
+            raise ProtocolError(
+                "session_limit",
+                f"{principal!r} holds its limit of {config.max_sessions_per_principal} "
+                "sessions (max_sessions_per_principal); close one first",
+                fatal=True,
+            )
+        token = secrets.token_urlsafe(24)
+        session = Session(
+            id=secrets.token_urlsafe(12),
+            principal=principal,
+            manager=self,
+            token_hash=_hash_token(token),
+        )
+        self._sessions[session.id] = session
+        if principal is not None:
+            self._per_principal[principal] += 1
+        self._created += 1
+        self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
+        self._nursery.start_soon(self._run_session, session, name=f"session {session.id}")
+        connection = Connection(
+            channel,
+            session,
+            client=hello.client or secrets.token_urlsafe(9),
+            token=token,
+            resumed=False,
+        )
+        await session._attach(connection, hello.ack)
+        return connection
+
+    async def _resume(
+        self, channel: Channel, hello: HelloFrame, principal: str | None
+    ) -> Connection:
+        assert hello.session is not None
+        assert hello.token is not None
+        session = self._sessions.get(hello.session)
+        if session is None:
+            reason = self._tombstones.get(hello.session)
+            if reason is not None:
+                raise ProtocolError(
+                    "terminated",
+                    f"session {hello.session} has terminated ({reason})",
+                    fatal=True,
+                )
+            raise ProtocolError(
+                "unknown_session", f"no session {hello.session!r} on this server", fatal=True
+            )
+        if not hmac.compare_digest(session._token_hash, _hash_token(hello.token)):
+            raise ProtocolError("bad_token", "wrong token for this session", fatal=True)
+        if self._authenticate is not None and principal != session.principal:
+            raise ProtocolError(
+                "bad_token", "this session belongs to another principal", fatal=True
+            )
+        connection = Connection(
+            channel,
+            session,
+            client=hello.client or secrets.token_urlsafe(9),
+            token=hello.token,
+            resumed=True,
+        )
+        await session._attach(connection, hello.ack)
+        return connection
+
+    async def _send_last_words(self, channel: Channel, error: ProtocolError) -> None:
+        with trio.move_on_after(self.config.send_timeout), suppress(ChannelError):
+            await channel.send(error_text(error))
+
+    async def _close_channel(self, channel: Channel) -> None:
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.config.send_timeout
+            with suppress(ChannelError):
+                await channel.aclose()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def _run_session(self, session: Session) -> None:
+        try:
+            await session._run()
+        except Exception as exc:
+            log.error("session %s crashed: %s", session.id, exc, exc_info=exc)
+        finally:
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        if session.principal is not None:
+            self._per_principal[session.principal] -= 1
+            if not self._per_principal[session.principal]:
+                del self._per_principal[session.principal]
+        self._tombstones[session.id] = session.reason or "terminated"
+        while len(self._tombstones) > max(1000, self.config.max_sessions):
+            self._tombstones.popitem(last=False)
+        if not self._sessions:
+            self._all_gone.set()
+
+    def _observe(self, session: Session, event: str, source: str, target: str) -> None:
+        for observer in self._observers:
+            try:
+                observer(session, event, source, target)
+            except Exception as exc:
+                log.error("lifecycle observer %r raised: %s", observer, exc, exc_info=exc)
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        for scope in list(self._handshakes):
+            scope.cancel()
+        for session in list(self._sessions.values()):
+            session.terminate("server_shutdown")
+        await self._all_gone.wait()
+
+
+class _ReadOnly(Mapping[str, Session]):
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Session]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Session:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@asynccontextmanager
+async def open_manager(
+    app: App,
+    *,
+    config: SessionConfig | None = None,
+    authenticate: Authenticate | None = None,
+    setup: SessionHook | None = None,
+    health_check: SessionHook | None = None,
+) -> AsyncIterator[SessionManager]:
+    """Open a session manager that runs ``app(session)`` for every session.
+
+    ``authenticate(auth)`` (sync or async) turns ``hello.auth`` into a principal string, or
+    raises to refuse; a session's token is then bound to its principal. ``setup(session)``
+    allocates what a session needs before it becomes active; ``health_check(session)``
+    returns whether it may (both async). On exit every session is terminated and cleaned
+    up before this returns.
+    """
+    with collapse_single_exception_group():
+        async with trio.open_nursery() as nursery:
+            manager = SessionManager(
+                app,
+                config=config or SessionConfig(),
+                nursery=nursery,
+                authenticate=authenticate,
+                setup=setup,
+                health_check=health_check,
+            )
+            try:
+                yield manager
+            finally:
+                with trio.CancelScope(shield=True):
+                    await manager._shutdown()

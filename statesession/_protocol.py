@@ -1,0 +1,479 @@
+"""Wire protocol v1: frames, their JSON encoding, and validation (sans-IO).
+
+Theory of operation
+-------------------
+A frame is one JSON object with a string field ``type``; a transport carries one frame per
+message. :func:`decode_client_frame` and :func:`decode_server_frame` turn text into frame
+values or raise :class:`~statesession.ProtocolError` with the code the peer must be told
+(``bad_frame``, ``bad_version``, ``frame_too_large``). Unknown fields are ignored, so a
+later minor revision can add fields without breaking v1 peers.
+
+The message path is kept lean: a server message is encoded once, by :func:`encode_msg`,
+and that text is what the replay buffer holds and every connection sends. Encoding uses
+ASCII-only JSON, so a frame's length in characters is its length in bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+from ._exceptions import MessageTooLargeError, ProtocolError
+
+__all__ = [
+    "ERROR_CODES",
+    "PROTOCOL_VERSION",
+    "AckFrame",
+    "ByeFrame",
+    "ClientFrame",
+    "ClosedFrame",
+    "ErrorFrame",
+    "HelloFrame",
+    "MsgFrame",
+    "PingFrame",
+    "PongFrame",
+    "ServerFrame",
+    "StateFrame",
+    "WelcomeFrame",
+    "decode_client_frame",
+    "decode_server_frame",
+    "encode_frame",
+    "encode_msg",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+#: Every error code of protocol v1.
+ERROR_CODES: Final = frozenset(
+    {
+        "bad_frame",
+        "bad_version",
+        "handshake_timeout",
+        "unknown_session",
+        "bad_token",
+        "resume_gap",
+        "session_limit",
+        "frame_too_large",
+        "terminated",
+        "server_shutdown",
+    }
+)
+
+#: Longest identifier (session id, client id) and token accepted, in characters.
+MAX_ID_LENGTH: Final = 128
+#: Longest free-text field (reasons, error messages) accepted, in characters.
+MAX_TEXT_LENGTH: Final = 1024
+#: Largest sequence number: seqs are 63-bit so that every peer can hold them.
+MAX_SEQ: Final = 2**63 - 1
+
+
+# -- frames ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class HelloFrame:
+    """Client's first frame: create a session, or attach to / resume one."""
+
+    v: int = PROTOCOL_VERSION
+    session: str | None = None
+    token: str | None = None
+    client: str | None = None
+    #: Highest server seq the client has processed (for resume).
+    ack: int | None = None
+    #: Credentials for the server's ``authenticate`` hook, any JSON value.
+    auth: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class WelcomeFrame:
+    """Server's answer to ``hello``: the session is attached."""
+
+    v: int = PROTOCOL_VERSION
+    session: str
+    token: str
+    client: str
+    resumed: bool
+    state: str
+    #: Highest client seq the server has processed for this client.
+    ack: int
+    #: Seconds between server pings on an idle connection.
+    heartbeat: float
+    #: Seconds the session waits for the client after a disconnect.
+    window: float
+
+
+@attrs.frozen(kw_only=True)
+class MsgFrame:
+    """An application message; ``seq`` starts at 1 per direction and never repeats."""
+
+    seq: int
+    data: Any
+
+
+@attrs.frozen(kw_only=True)
+class AckFrame:
+    """Cumulative acknowledgement: every message up to ``seq`` was processed."""
+
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class PingFrame:
+    """Liveness probe; the peer answers ``pong``."""
+
+
+@attrs.frozen(kw_only=True)
+class PongFrame:
+    """Answer to ``ping``."""
+
+
+@attrs.frozen(kw_only=True)
+class ByeFrame:
+    """Client ends the session on purpose."""
+
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StateFrame:
+    """The session's lifecycle state changed."""
+
+    state: str
+
+
+@attrs.frozen(kw_only=True)
+class ErrorFrame:
+    """Something the peer sent was refused; ``fatal`` means the connection closes next."""
+
+    code: str
+    message: str
+    fatal: bool
+
+
+@attrs.frozen(kw_only=True)
+class ClosedFrame:
+    """The session has ended; the connection closes next."""
+
+    reason: str
+
+
+ClientFrame: TypeAlias = HelloFrame | MsgFrame | AckFrame | PingFrame | PongFrame | ByeFrame
+ServerFrame: TypeAlias = (
+    WelcomeFrame
+    | MsgFrame
+    | AckFrame
+    | PingFrame
+    | PongFrame
+    | StateFrame
+    | ErrorFrame
+    | ClosedFrame
+)
+Frame: TypeAlias = ClientFrame | ServerFrame
+
+PING_TEXT: Final = '{"type":"ping"}'
+PONG_TEXT: Final = '{"type":"pong"}'
+
+
+# -- encoding -------------------------------------------------------------------------
+
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def encode_data(data: Any) -> str:
+    """Encode an application value as ASCII-only JSON, or raise ``TypeError``."""
+    try:
+        return _encoder.encode(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"message data must be JSON-serializable: {exc}") from None
+
+
+def encode_msg(seq: int, data: Any, *, max_frame: int) -> str:
+    """Encode a ``msg`` frame once, checking it against ``max_frame``."""
+    text = f'{{"type":"msg","seq":{seq},"data":{encode_data(data)}}}'
+    if len(text) > max_frame:
+        raise MessageTooLargeError(
+            f"message frame of {len(text)} bytes is over max_frame ({max_frame} bytes); "
+            "split the message or raise max_frame"
+        )
+    return text
+
+
+def encode_frame(frame: Frame) -> str:
+    """Encode any frame as one line of ASCII-only JSON."""
+    if isinstance(frame, PingFrame):
+        return PING_TEXT
+    if isinstance(frame, PongFrame):
+        return PONG_TEXT
+    if isinstance(frame, AckFrame):
+        return f'{{"type":"ack","seq":{frame.seq}}}'
+    if isinstance(frame, MsgFrame):
+        return f'{{"type":"msg","seq":{frame.seq},"data":{encode_data(frame.data)}}}'
+    fields = {"type": _TYPE_OF[type(frame)]}
+    for name, value in attrs.asdict(frame, recurse=False).items():
+        if value is not None:
+            fields[name] = value
+    return encode_data(fields)
+
+
+# -- decoding -------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError("bad_frame", message)
+
+
+def _parse(text: str | bytes, max_frame: int) -> tuple[str, dict[str, Any]]:
+    if isinstance(text, bytes | bytearray | memoryview):
+        size = len(text)
+        if size > max_frame:
+            raise ProtocolError(
+                "frame_too_large",
+                f"frame of {size} bytes is over the limit of {max_frame} bytes",
+                fatal=True,
+            )
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _bad(f"frame is not UTF-8 text: {exc}") from None
+    elif not isinstance(text, str):
+        raise _bad(f"frame must be text, got {type(text).__name__}")
+    elif len(text) * 4 > max_frame and len(text.encode("utf-8", "surrogatepass")) > max_frame:
+        raise ProtocolError(
+            "frame_too_large",
+            f"frame of {len(text.encode('utf-8', 'surrogatepass'))} bytes is over the limit "
+            f"of {max_frame} bytes",
+            fatal=True,
+        )
+    try:
+        obj = _decoder.decode(text)
+    except ValueError as exc:
+        raise _bad(f"frame is not valid JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise _bad(f"frame must be a JSON object, got {_json_type(obj)}")
+    kind = obj.get("type")
+    if type(kind) is not str:
+        raise _bad('frame must have a string field "type"')
+    return kind, obj
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _int(obj: Mapping[str, Any], kind: str, name: str, *, minimum: int) -> int:
+    value = obj.get(name)
+    if type(value) is not int:
+        if name not in obj:
+            raise _bad(f'{kind} frame needs an integer field "{name}"')
+        raise _bad(f"{kind}.{name} must be an integer, got {_json_type(value)}")
+    if not minimum <= value <= MAX_SEQ:
+        raise _bad(f"{kind}.{name} must be between {minimum} and {MAX_SEQ}, got {value}")
+    return value
+
+
+def _opt_int(obj: Mapping[str, Any], kind: str, name: str, *, minimum: int) -> int | None:
+    if obj.get(name) is None:
+        return None
+    return _int(obj, kind, name, minimum=minimum)
+
+
+def _opt_str(
+    obj: Mapping[str, Any], kind: str, name: str, *, limit: int, empty: bool = False
+) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise _bad(f"{kind}.{name} must be a string, got {_json_type(value)}")
+    if len(value) > limit:
+        raise _bad(f"{kind}.{name} is {len(value)} characters long; the limit is {limit}")
+    if not value and not empty:
+        raise _bad(f"{kind}.{name} must not be empty")
+    return value
+
+
+def _str(obj: Mapping[str, Any], kind: str, name: str, *, limit: int) -> str:
+    value = _opt_str(obj, kind, name, limit=limit, empty=True)
+    if value is None:
+        raise _bad(f'{kind} frame needs a string field "{name}"')
+    return value
+
+
+def _bool(obj: Mapping[str, Any], kind: str, name: str) -> bool:
+    value = obj.get(name)
+    if type(value) is not bool:
+        raise _bad(f"{kind}.{name} must be a boolean, got {_json_type(value)}")
+    return value
+
+
+def _number(obj: Mapping[str, Any], kind: str, name: str) -> float:
+    value = obj.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(f"{kind}.{name} must be a number, got {_json_type(value)}")
+    return float(value)
+
+
+def _hello(obj: Mapping[str, Any]) -> HelloFrame:
+    v = obj.get("v")
+    if type(v) is not int:
+        raise ProtocolError(
+            "bad_version",
+            f'hello needs an integer field "v"; this server speaks v{PROTOCOL_VERSION}',
+            fatal=True,
+        )
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "bad_version",
+            f"protocol version {v} is not supported; this server speaks v{PROTOCOL_VERSION}",
+            fatal=True,
+        )
+    session = _opt_str(obj, "hello", "session", limit=MAX_ID_LENGTH)
+    token = _opt_str(obj, "hello", "token", limit=MAX_ID_LENGTH)
+    if (session is None) != (token is None):
+        raise _bad("hello.session and hello.token go together: give both to resume, or neither")
+    return HelloFrame(
+        v=v,
+        session=session,
+        token=token,
+        client=_opt_str(obj, "hello", "client", limit=MAX_ID_LENGTH),
+        ack=_opt_int(obj, "hello", "ack", minimum=0),
+        auth=obj.get("auth"),
+    )
+
+
+def _msg(obj: Mapping[str, Any]) -> MsgFrame:
+    if "data" not in obj:
+        raise _bad('msg frame needs a field "data"')
+    return MsgFrame(seq=_int(obj, "msg", "seq", minimum=1), data=obj["data"])
+
+
+def _ack(obj: Mapping[str, Any]) -> AckFrame:
+    return AckFrame(seq=_int(obj, "ack", "seq", minimum=0))
+
+
+def _ping(obj: Mapping[str, Any]) -> PingFrame:
+    return _PING
+
+
+def _pong(obj: Mapping[str, Any]) -> PongFrame:
+    return _PONG
+
+
+def _bye(obj: Mapping[str, Any]) -> ByeFrame:
+    return ByeFrame(reason=_opt_str(obj, "bye", "reason", limit=MAX_TEXT_LENGTH, empty=True))
+
+
+def _welcome(obj: Mapping[str, Any]) -> WelcomeFrame:
+    v = obj.get("v")
+    if v != PROTOCOL_VERSION:
+        raise ProtocolError("bad_version", f"server speaks protocol version {v!r}", fatal=True)
+    return WelcomeFrame(
+        session=_str(obj, "welcome", "session", limit=MAX_ID_LENGTH),
+        token=_str(obj, "welcome", "token", limit=MAX_ID_LENGTH),
+        client=_str(obj, "welcome", "client", limit=MAX_ID_LENGTH),
+        resumed=_bool(obj, "welcome", "resumed"),
+        state=_str(obj, "welcome", "state", limit=MAX_ID_LENGTH),
+        ack=_int(obj, "welcome", "ack", minimum=0),
+        heartbeat=_number(obj, "welcome", "heartbeat"),
+        window=_number(obj, "welcome", "window"),
+    )
+
+
+def _state(obj: Mapping[str, Any]) -> StateFrame:
+    return StateFrame(state=_str(obj, "state", "state", limit=MAX_ID_LENGTH))
+
+
+def _error(obj: Mapping[str, Any]) -> ErrorFrame:
+    return ErrorFrame(
+        code=_str(obj, "error", "code", limit=MAX_ID_LENGTH),
+        message=_str(obj, "error", "message", limit=MAX_TEXT_LENGTH),
+        fatal=_bool(obj, "error", "fatal"),
+    )
+
+
+def _closed(obj: Mapping[str, Any]) -> ClosedFrame:
+    return ClosedFrame(reason=_str(obj, "closed", "reason", limit=MAX_TEXT_LENGTH))
+
+
+_PING = PingFrame()
+_PONG = PongFrame()
+
+_CLIENT_DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], ClientFrame]]] = {
+    "msg": _msg,
+    "ack": _ack,
+    "ping": _ping,
+    "pong": _pong,
+    "hello": _hello,
+    "bye": _bye,
+}
+_SERVER_DECODERS: Final[dict[str, Callable[[Mapping[str, Any]], ServerFrame]]] = {
+    "msg": _msg,
+    "ack": _ack,
+    "ping": _ping,
+    "pong": _pong,
+    "welcome": _welcome,
+    "state": _state,
+    "error": _error,
+    "closed": _closed,
+}
+_TYPE_OF: Final[dict[type[Any], str]] = {
+    HelloFrame: "hello",
+    WelcomeFrame: "welcome",
+    MsgFrame: "msg",
+    AckFrame: "ack",
+    PingFrame: "ping",
+    PongFrame: "pong",
+    ByeFrame: "bye",
+    StateFrame: "state",
+    ErrorFrame: "error",
+    ClosedFrame: "closed",
+}
+
+
+def decode_client_frame(text: str | bytes, *, max_frame: int) -> ClientFrame:
+    """Decode a frame a client sent, or raise :class:`ProtocolError`."""
+    kind, obj = _parse(text, max_frame)
+    decoder = _CLIENT_DECODERS.get(kind)
+    if decoder is None:
+        raise _bad(
+            f"unknown frame type {kind[:MAX_ID_LENGTH]!r}; a client sends one of "
+            f"{', '.join(_CLIENT_DECODERS)}"
+        )
+    return decoder(obj)
+
+
+def decode_server_frame(text: str | bytes, *, max_frame: int) -> ServerFrame:
+    """Decode a frame a server sent, or raise :class:`ProtocolError`."""
+    kind, obj = _parse(text, max_frame)
+    decoder = _SERVER_DECODERS.get(kind)
+    if decoder is None:
+        raise _bad(
+            f"unknown frame type {kind[:MAX_ID_LENGTH]!r}; a server sends one of "
+            f"{', '.join(_SERVER_DECODERS)}"
+        )
+    return decoder(obj)
+
+
+#: The frame types each side sends, for documentation and tests.
+CLIENT_FRAME_TYPES: Final[tuple[str, ...]] = tuple(_CLIENT_DECODERS)
+SERVER_FRAME_TYPES: Final[tuple[str, ...]] = tuple(_SERVER_DECODERS)

@@ -1,0 +1,814 @@
+"""One live session: its actor, its nursery, its state work, tasks, resources and cascade.
+
+Theory of operation
+-------------------
+Every session has one *actor*: the task that owns the session's nursery and is the only
+caller of the shared :class:`~statesession._chart.Lifecycle` for it. Anything that wants
+the lifecycle to move -- a connection attaching or leaving, a timer, the app, the manager
+-- posts a *job* (a synchronous function) to the actor, which runs the jobs one at a time.
+A job steps the chart and does its bookkeeping with no checkpoint in between, so
+cancellation can never tear a transition in half and no lock is needed.
+
+The chart's entry and exit actions call back into this class (the ``begin_*`` and
+``end_state`` methods). Entering a state that has work opens a fresh cancel scope for it
+and starts the work inside the session's nursery; leaving the state cancels the scope:
+
+* ``initializing``: allocation (the ``setup`` hook) and health checks, then ``activate``;
+* ``active``: the heartbeat (pings idle peers, drops silent ones, forgets stale clients);
+* ``reconnecting``: the window timer, which sends ``expire``;
+* ``terminating``: the cleanup cascade, which sends ``finish``.
+
+User tasks (the app and whatever ``start_soon`` starts) each run in a cancel scope of their
+own, tracked by the session, so the cascade can give them a grace period, cancel the ones
+still running, and report how each ended. A user task that raises terminates its session;
+it never reaches the manager or another session.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import trio
+
+from ._delivery import ClientCursor, Delivery
+from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
+from ._protocol import PING_TEXT, ClosedFrame, StateFrame, encode_data, encode_frame
+from ._report import CleanupItem, CleanupReport, Outcome
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._manager import SessionManager
+
+__all__ = ["Message", "Session", "SessionStatistics"]
+
+log = logging.getLogger("statesession")
+
+T = TypeVar("T")
+
+#: Upper bound on what the ``msg`` envelope adds to the encoded data.
+_MSG_OVERHEAD = len('{"type":"msg","seq":,"data":}') + 19
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """A message a client sent to the session."""
+
+    #: The client (``welcome.client``) that sent it.
+    client: str
+    #: Its seq, 1, 2, ... per client.
+    seq: int
+    #: The JSON value it carried.
+    data: Any
+
+
+@attrs.frozen(kw_only=True)
+class SessionStatistics:
+    """A snapshot of one session's counters, from :meth:`Session.statistics`."""
+
+    state: str | None
+    connections: int
+    clients: int
+    buffered_messages: int
+    buffered_bytes: int
+    dropped_messages: int
+    sent_messages: int
+    received_messages: int
+    tasks: int
+    resources: int
+
+
+class _Task:
+    __slots__ = ("ended_at", "error", "forced", "name", "scope")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scope = trio.CancelScope()
+        self.forced = False
+        self.ended_at: float | None = None
+        self.error: BaseException | None = None
+
+
+class _Resource:
+    __slots__ = ("close", "force", "name", "timeout")
+
+    def __init__(
+        self,
+        name: str,
+        close: Callable[[], Awaitable[object] | object],
+        force: Callable[[], object] | None,
+        timeout: float,
+    ) -> None:
+        self.name = name
+        self.close = close
+        self.force = force
+        self.timeout = timeout
+
+
+class _Reply:
+    """Where an awaited job leaves its result for the task that posted it."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+@attrs.define(eq=False, repr=False)
+class Session:
+    """A live client session, handed to the application as ``app(session)``.
+
+    The application talks to its clients with :meth:`send` and :meth:`receive` (or
+    ``async for message in session``), runs background work with :meth:`start_soon`, and
+    registers what must be closed with :meth:`add_resource` / :meth:`enter_resource`.
+    Everything it starts is owned by the session and ends with it.
+    """
+
+    #: The session id clients resume with.
+    id: str
+    #: Who created it, as returned by the ``authenticate`` hook (``None`` if anonymous).
+    principal: str | None
+    _manager: SessionManager = attrs.field(alias="manager")
+    _token_hash: bytes = attrs.field(alias="token_hash")
+    #: The application's own JSON-serializable data.
+    data: dict[str, Any] = attrs.field(factory=dict)
+    #: Current lifecycle state id, kept by the lifecycle chart.
+    state: str | None = attrs.field(default=None, init=False)
+    #: Why the session is ending or ended (``None`` while it runs).
+    reason: str | None = attrs.field(default=None, init=False)
+    #: The cleanup report, once the cascade has run.
+    report: CleanupReport | None = attrs.field(default=None, init=False)
+    #: The error that moved the session to ``error``, if any.
+    error: BaseException | None = attrs.field(default=None, init=False)
+
+    _delivery: Delivery = attrs.field(init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _jobs: deque[tuple[Callable[[], Any], _Reply | None]] = attrs.field(factory=deque, init=False)
+    _job_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    _joining: list[tuple[Connection, int | None, _Reply]] = attrs.field(factory=list, init=False)
+    _connections: list[Connection] = attrs.field(factory=list, init=False)
+    _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
+    _ended_lot: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
+    _resources: list[_Resource] = attrs.field(factory=list, init=False)
+    _incoming: deque[Message] = attrs.field(factory=deque, init=False)
+    _incoming_lot: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
+    _inbox_room_lot: trio.lowlevel.ParkingLot = attrs.field(
+        factory=trio.lowlevel.ParkingLot, init=False
+    )
+    _room_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    _settled: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _app_started: bool = attrs.field(default=False, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+    _finished: bool = attrs.field(default=False, init=False)
+    #: Deadline of the reconnect window while ``reconnecting``.
+    _deadline: float = attrs.field(default=math.inf, init=False)
+    _received: int = attrs.field(default=0, init=False)
+    _failure: BaseException | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        config = self._manager.config
+        self._delivery = Delivery(
+            max_messages=config.buffer_messages,
+            max_bytes=config.buffer_bytes,
+            drop_oldest=config.overflow == "drop_oldest",
+            max_clients=config.max_clients,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} {self.state}>"
+
+    # == the application's API ===========================================================
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> None:
+        """Run ``fn(*args)`` as a task owned by this session.
+
+        The task is cancelled (after the grace period) when the session terminates. If it
+        raises, the session terminates with reason ``"task_failed"``. Raises
+        :class:`SessionClosedError` once the session is terminating.
+        """
+        self._check_open()
+        label = name or str(getattr(fn, "__qualname__", None) or repr(fn))
+        self._spawn(_Task(label), fn, args)
+
+    async def send(self, data: Any) -> None:
+        """Send ``data`` (any JSON value) to every attached client, exactly once each.
+
+        The message is buffered until every client has acknowledged it, so a client that
+        reconnects within the window still gets it. With ``overflow="backpressure"`` this
+        waits while the buffer is full. Raises ``TypeError`` for data that is not JSON,
+        :class:`MessageTooLargeError` for a frame over ``max_frame``, and
+        :class:`SessionClosedError` once the session is terminating.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        body = encode_data(data)
+        max_frame = self._manager.config.max_frame
+        if len(body) + _MSG_OVERHEAD > max_frame:
+            raise MessageTooLargeError(
+                f"message of {len(body)} bytes does not fit in a frame of max_frame "
+                f"({max_frame} bytes); split it or raise max_frame"
+            )
+        buffer = self._delivery.buffer
+        size = len(body) + _MSG_OVERHEAD
+        while not buffer.drop_oldest and not buffer.has_room(size):
+            await self._room_lot.park()
+            self._check_open()
+        buffer.append(f'{{"type":"msg","seq":{buffer.last_seq + 1},"data":{body}}}')
+        self._writers.unpark_all()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive(self) -> Message:
+        """Wait for the next message from any client.
+
+        Raises :class:`SessionClosedError` once the session is terminating and every
+        message already received has been handed out.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._incoming:
+            if self._closing:
+                raise SessionClosedError(self.reason or "terminated")
+            await self._incoming_lot.park()
+        message = self._incoming.popleft()
+        self._inbox_room_lot.unpark()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                message = await self.receive()
+            except SessionClosedError:
+                return
+            yield message
+
+    def add_resource(
+        self,
+        name: str,
+        close: Callable[[], Awaitable[object] | object],
+        *,
+        force: Callable[[], object] | None = None,
+        cleanup_timeout: float | None = None,
+    ) -> None:
+        """Register something to close when the session terminates.
+
+        ``close`` (sync or async) runs under ``cleanup_timeout`` (default
+        ``config.cleanup_timeout``); if it overruns it is cancelled and ``force`` (sync),
+        if given, is called. Resources close in the reverse order of registration.
+        """
+        self._check_open()
+        if cleanup_timeout is None:
+            cleanup_timeout = self._manager.config.cleanup_timeout
+        elif not cleanup_timeout > 0:
+            raise ValueError(f"cleanup_timeout must be positive, got {cleanup_timeout!r}")
+        self._resources.append(_Resource(name, close, force, cleanup_timeout))
+
+    async def enter_resource(
+        self,
+        name: str,
+        manager: AbstractAsyncContextManager[T],
+        *,
+        cleanup_timeout: float | None = None,
+    ) -> T:
+        """Enter an async context manager now and exit it when the session terminates.
+
+        The exit runs in the cleanup task, not in the task that entered it, so it must not
+        be a context manager that holds a nursery or cancel scope (run such code in a task
+        started with :meth:`start_soon` instead).
+        """
+        self._check_open()
+        value = await manager.__aenter__()
+
+        async def close() -> None:
+            await manager.__aexit__(None, None, None)
+
+        try:
+            self.add_resource(name, close, cleanup_timeout=cleanup_timeout)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await close()
+            raise
+        return value
+
+    def terminate(self, reason: str = "terminated") -> None:
+        """Ask the session to terminate; returns at once (see :meth:`wait_terminated`)."""
+        self._post_event("terminate", reason=reason)
+
+    async def wait_terminated(self) -> CleanupReport | None:
+        """Wait until the session has settled (``terminated`` or ``error``); return its
+        cleanup report (``None`` if it failed before any cleanup ran)."""
+        await self._settled.wait()
+        return self.report
+
+    @property
+    def closing(self) -> bool:
+        """Whether the session has stopped taking operations."""
+        return self._closing
+
+    def statistics(self) -> SessionStatistics:
+        """Counters for observability; cheap, never blocks."""
+        buffer = self._delivery.buffer
+        return SessionStatistics(
+            state=self.state,
+            connections=len(self._connections),
+            clients=len(self._delivery.clients),
+            buffered_messages=len(buffer),
+            buffered_bytes=buffer.nbytes,
+            dropped_messages=buffer.dropped,
+            sent_messages=buffer.last_seq,
+            received_messages=self._received,
+            tasks=len(self._tasks),
+            resources=len(self._resources),
+        )
+
+    # == the actor =========================================================================
+
+    async def _run(self) -> None:
+        """The actor: owns the nursery, runs jobs until the session settles for good."""
+        manager = self._manager
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._run_job(lambda: manager._lifecycle.start(self), None)
+                while not self._done():
+                    if not self._jobs:
+                        await self._job_lot.park()
+                        continue
+                    job, reply = self._jobs.popleft()
+                    self._run_job(job, reply)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._finished = True
+            self._closing = True
+            self._fail_waiters()
+            self._settled.set()
+
+    def _done(self) -> bool:
+        if self.state == "terminated":
+            return True
+        # A session whose cleanup failed while the manager shuts down is given up on.
+        return self.state == "error" and self._manager._closing and self.report is not None
+
+    @trio.lowlevel.enable_ki_protection
+    def _run_job(self, job: Callable[[], Any], reply: _Reply | None) -> None:
+        try:
+            value = job()
+        except Exception as exc:
+            if reply is None:
+                raise
+            reply.error = exc
+        else:
+            if reply is not None:
+                reply.value = value
+        if reply is not None:
+            reply.done.set()
+
+    def _post(self, job: Callable[[], Any], reply: _Reply | None = None) -> None:
+        if self._finished:
+            if reply is not None:
+                reply.error = SessionClosedError(self.reason or "terminated")
+                reply.done.set()
+            return
+        self._jobs.append((job, reply))
+        self._job_lot.unpark()
+
+    async def _transact(self, job: Callable[[], T]) -> T:
+        """Run ``job`` in the actor and return its result (or raise its exception)."""
+        reply = _Reply()
+        self._post(job, reply)
+        await reply.done.wait()
+        if reply.error is not None:
+            raise reply.error
+        return reply.value  # type: ignore[no-any-return]
+
+    def _step(self, event: str, **values: Any) -> bool:
+        return self._manager._lifecycle.send(self, event, **values)
+
+    def _post_event(self, event: str, **values: Any) -> None:
+        self._post(lambda: self._step(event, **values))
+
+    def _fail_waiters(self) -> None:
+        closed = SessionClosedError(self.reason or "terminated")
+        while self._jobs:
+            _, reply = self._jobs.popleft()
+            if reply is not None:
+                reply.error = closed
+                reply.done.set()
+        for _, _, reply in self._joining:
+            reply.error = closed
+            reply.done.set()
+        self._joining.clear()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._incoming_lot.unpark_all()
+        self._inbox_room_lot.unpark_all()
+        self._room_lot.unpark_all()
+        self._writers.unpark_all()
+        self._ended_lot.unpark_all()
+
+    # == lifecycle actions (called by the chart, synchronously, from the actor) ==========
+
+    def begin_initializing(self) -> None:
+        self._start_state_work(self._initialize, "initialize")
+
+    def begin_active(self) -> None:
+        self._deadline = math.inf
+        self._start_state_work(self._heartbeat, "heartbeat")
+        if not self._app_started:
+            self._app_started = True
+            self._spawn(_Task("app"), self._manager._app, (self,), app=True)
+
+    def begin_reconnecting(self) -> None:
+        self._deadline = trio.current_time() + self._manager.config.reconnect_window
+        self._start_state_work(self._window_timer, "window")
+
+    def begin_passivated(self) -> None:
+        raise NotImplementedError("passivation needs a session store")
+
+    def begin_terminating(self, reason: str) -> None:
+        self.reason = reason
+        self._closing = True
+        self._fail_joins(
+            ProtocolError("terminated", f"session is terminating ({reason})", fatal=True)
+        )
+        self._wake_all()
+        self._start_state_work(self._cascade, "cleanup")
+
+    def settle(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.error = error
+            log.error("session %s failed: %s", self.id, _describe(error), exc_info=error)
+        self._settled.set()
+
+    def end_state(self, state: str) -> None:
+        if self._state_scope is not None:
+            self._state_scope.cancel()
+            self._state_scope = None
+
+    def transitioned(self, event: str, source: str, target: str) -> None:
+        if source == target:
+            return
+        log.info("session %s: %s -> %s (%s)", self.id, source, target, event)
+        if target == "terminating" and self._connections:
+            text = encode_frame(StateFrame(state=target))
+            for connection in self._connections:
+                connection.queue(text)
+        self._manager._observe(self, event, source, target)
+
+    # == state work ========================================================================
+
+    def _start_state_work(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        assert self._nursery is not None
+        scope = self._state_scope = trio.CancelScope()
+        self._nursery.start_soon(self._run_state_work, scope, work, name=f"{self.id}:{name}")
+
+    async def _run_state_work(
+        self, scope: trio.CancelScope, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        with scope:
+            await work()
+
+    async def _initialize(self) -> None:
+        manager = self._manager
+        try:
+            if manager._setup is not None:
+                await manager._setup(self)
+            healthy = True
+            if manager._health_check is not None:
+                healthy = bool(await manager._health_check(self))
+        except Exception as exc:
+            log.warning("session %s: setup failed: %s", self.id, _describe(exc))
+            self._failure = exc
+            self._post_event("terminate", reason="setup_failed")
+            return
+        self._post(lambda: self._activate(healthy))
+
+    def _activate(self, healthy: bool) -> None:
+        if not self._step("activate", allocated=True, healthy=healthy):
+            if self.state == "initializing":
+                self._step("terminate", reason="health_check_failed")
+            return
+        joining, self._joining = self._joining, []
+        for connection, ack, reply in joining:
+            try:
+                self._register(connection, ack)
+            except ProtocolError as exc:
+                reply.error = exc
+            reply.done.set()
+        if not self._connections:
+            self._step("detach", connections=0)
+
+    async def _heartbeat(self) -> None:
+        config = self._manager.config
+        interval, timeout = config.heartbeat_interval, config.heartbeat_timeout
+        while True:
+            now = trio.current_time()
+            wake = now + interval
+            for connection in list(self._connections):
+                silent = now - connection.last_received
+                if silent >= timeout:
+                    log.info(
+                        "session %s: %s silent for %.1f s, dropping it",
+                        self.id,
+                        connection.peer,
+                        silent,
+                    )
+                    connection.abort()
+                    continue
+                if silent >= interval:
+                    if connection.last_ping <= connection.last_received:
+                        connection.last_ping = now
+                        connection.queue(PING_TEXT)
+                    wake = min(wake, connection.last_received + timeout)
+                else:
+                    wake = min(wake, connection.last_received + interval)
+            self._delivery.forget_stale(now=now, window=config.reconnect_window)
+            self._room_lot.unpark_all()
+            await trio.sleep_until(wake)
+
+    async def _window_timer(self) -> None:
+        deadline = self._deadline
+        await trio.sleep_until(deadline)
+        self._post(
+            lambda: self._step(
+                "expire",
+                now=trio.current_time(),
+                deadline=deadline,
+                store=False,
+                reason="window_expired",
+            )
+        )
+
+    async def _cascade(self) -> None:
+        """Terminate: notify connections, stop tasks, close resources, report."""
+        config = self._manager.config
+        reason = self.reason or "terminated"
+        started = trio.current_time()
+        # Notify every connection (after the messages it has not been sent yet), then wait
+        # for them to go, forcing the ones that take too long.
+        closed = encode_frame(ClosedFrame(reason=reason))
+        for connection in list(self._connections):
+            connection.finish(closed, flush=True)
+        with trio.move_on_after(config.send_timeout):
+            while self._connections:
+                await self._ended_lot.park()
+        for connection in list(self._connections):
+            connection.abort()
+        # Give tasks the grace period, then cancel the rest and wait for them to unwind.
+        tasks = list(self._tasks)
+        tasks_started = trio.current_time()
+        with trio.move_on_after(config.cancel_grace):
+            while self._tasks:
+                await self._ended_lot.park()
+        for task in self._tasks:
+            task.forced = True
+            task.scope.cancel()
+        with trio.move_on_after(config.cleanup_timeout):
+            while self._tasks:
+                await self._ended_lot.park()
+        now = trio.current_time()
+        task_items = tuple(self._task_item(task, tasks_started, now) for task in tasks)
+        # Close resources, newest first, each under its own timeout.
+        resource_items = []
+        while self._resources:
+            resource = self._resources.pop()
+            resource_items.append(await self._close_resource(resource))
+        self.report = CleanupReport(
+            session=self.id,
+            reason=reason,
+            tasks=task_items,
+            resources=tuple(resource_items),
+            duration=trio.current_time() - started,
+            error=_describe(self._failure) if self._failure is not None else None,
+        )
+        self._post_event("finish", leaked=len(self.report.failed))
+
+    def _task_item(self, task: _Task, started: float, now: float) -> CleanupItem:
+        ended = task.ended_at
+        if ended is None:
+            return CleanupItem(
+                kind="task",
+                name=task.name,
+                outcome=Outcome.FAILED,
+                duration=now - started,
+                error="still running after cancellation",
+            )
+        if task.error is not None:
+            return CleanupItem(
+                kind="task",
+                name=task.name,
+                outcome=Outcome.FAILED,
+                duration=ended - started,
+                error=_describe(task.error),
+            )
+        return CleanupItem(
+            kind="task",
+            name=task.name,
+            outcome=Outcome.FORCED if task.forced else Outcome.CLOSED,
+            duration=ended - started,
+        )
+
+    async def _close_resource(self, resource: _Resource) -> CleanupItem:
+        started = trio.current_time()
+        outcome, error = Outcome.CLOSED, None
+        try:
+            with trio.move_on_after(resource.timeout) as scope:
+                result = resource.close()
+                if isawaitable(result):
+                    await result
+            if scope.cancelled_caught:
+                outcome = Outcome.FORCED
+                if resource.force is not None:
+                    resource.force()
+        except Exception as exc:
+            outcome, error = Outcome.FAILED, _describe(exc)
+            log.warning("session %s: closing %s failed: %s", self.id, resource.name, error)
+        return CleanupItem(
+            kind="resource",
+            name=resource.name,
+            outcome=outcome,
+            duration=trio.current_time() - started,
+            error=error,
+        )
+
+    # == user tasks ========================================================================
+
+    def _spawn(
+        self,
+        task: _Task,
+        fn: Callable[..., Awaitable[object]],
+        args: tuple[object, ...],
+        *,
+        app: bool = False,
+    ) -> None:
+        assert self._nursery is not None
+        self._tasks[task] = None
+        self._nursery.start_soon(
+            self._run_task, task, fn, args, app, name=f"{self.id}:{task.name}"
+        )
+
+    async def _run_task(
+        self,
+        task: _Task,
+        fn: Callable[..., Awaitable[object]],
+        args: tuple[object, ...],
+        app: bool,
+    ) -> None:
+        try:
+            with task.scope:
+                await fn(*args)
+        except Exception as exc:
+            task.error = exc
+            if not self._closing:
+                log.warning(
+                    "session %s: task %s raised %s",
+                    self.id,
+                    task.name,
+                    _describe(exc),
+                    exc_info=exc,
+                )
+                self._failure = exc
+                self.terminate("app_error" if app else "task_failed")
+        else:
+            if app and not self._closing:
+                self.terminate("completed")
+        finally:
+            task.ended_at = trio.current_time()
+            del self._tasks[task]
+            self._ended_lot.unpark_all()
+
+    # == connections (called by Connection and the manager) ===============================
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise SessionClosedError(self.reason or "terminated")
+
+    async def _attach(self, connection: Connection, ack: int | None) -> None:
+        """Attach a connection (through the actor); raises ProtocolError if refused."""
+        reply = _Reply()
+
+        def attach() -> None:
+            if self.state == "initializing":
+                self._joining.append((connection, ack, reply))
+                return
+            try:
+                self._admit(connection, ack)
+            except ProtocolError as exc:
+                reply.error = exc
+            reply.done.set()
+
+        self._post(attach)
+        await reply.done.wait()
+        if reply.error is not None:
+            raise reply.error
+
+    def _admit(self, connection: Connection, ack: int | None) -> None:
+        if self.state not in ("active", "reconnecting"):
+            raise ProtocolError(
+                "terminated", f"session is {self.state} ({self.reason})", fatal=True
+            )
+        now = trio.current_time()
+        cursor, seen = self._delivery.admit(connection.client, ack, now=now)
+        if not self._step("attach", token_ok=True, now=now, deadline=self._deadline):
+            raise ProtocolError(
+                "terminated", "the session's reconnect window has expired", fatal=True
+            )
+        self._connect(connection, cursor, seen, now)
+
+    def _register(self, connection: Connection, ack: int | None) -> None:
+        now = trio.current_time()
+        cursor, seen = self._delivery.admit(connection.client, ack, now=now)
+        self._connect(connection, cursor, seen, now)
+
+    def _connect(
+        self, connection: Connection, cursor: ClientCursor, seen: int, now: float
+    ) -> None:
+        if self._manager.config.attach_policy == "takeover":
+            replaced = list(self._connections)
+        else:
+            replaced = [c for c in self._connections if c.client == connection.client]
+        for old in replaced:
+            old.finish(
+                encode_frame(
+                    ClosedFrame(
+                        reason="replaced" if old.client == connection.client else "taken_over"
+                    )
+                ),
+                flush=False,
+            )
+        self._delivery.attached(cursor)
+        connection.attach(cursor, seen, now)
+        self._connections.append(connection)
+        log.info(
+            "session %s: %s attached as client %s (ack %d)",
+            self.id,
+            connection.peer,
+            connection.client,
+            seen,
+        )
+
+    def _fail_joins(self, error: ProtocolError) -> None:
+        for _, _, reply in self._joining:
+            reply.error = error
+            reply.done.set()
+        self._joining.clear()
+
+    def _detach(self, connection: Connection) -> None:
+        """A connection ended; runs in the connection's task, synchronously."""
+        if connection not in self._connections:
+            return
+        self._connections.remove(connection)
+        if connection.cursor is not None:
+            self._delivery.detached(connection.cursor, now=trio.current_time())
+        self._ended_lot.unpark_all()
+        log.info("session %s: %s detached", self.id, connection.peer)
+        self._post(lambda: self._step("detach", connections=len(self._connections)))
+
+    async def _deliver(self, connection: Connection, seq: int, data: Any) -> bool:
+        """Hand a client message to the app, exactly once; return whether it was new."""
+        cursor = connection.cursor
+        assert cursor is not None
+        if seq <= cursor.received:
+            return False
+        limit = self._manager.config.inbox_messages
+        while len(self._incoming) >= limit and not self._closing:
+            await self._inbox_room_lot.park()
+        if self._closing:
+            return False
+        if self._delivery.receive(cursor, seq) == "duplicate":
+            return False
+        self._received += 1
+        self._incoming.append(Message(client=connection.client, seq=seq, data=data))
+        self._incoming_lot.unpark()
+        return True
+
+    def _acknowledged(self, connection: Connection, seq: int) -> None:
+        assert connection.cursor is not None
+        before = len(self._delivery.buffer)
+        self._delivery.acknowledge(connection.cursor, seq)
+        if len(self._delivery.buffer) != before:
+            self._room_lot.unpark_all()

@@ -1,0 +1,122 @@
+"""An in-memory Channel pair: the transport's twin for tests (no sockets)."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from .._channel import Channel
+from .._exceptions import ChannelBrokenError, ChannelClosedError, FrameTooLargeError
+
+__all__ = ["MemoryChannel", "memory_channel_pair"]
+
+
+class _Link:
+    __slots__ = ("cut", "ends")
+
+    def __init__(self) -> None:
+        self.cut = False
+        self.ends: list[MemoryChannel] = []
+
+
+class MemoryChannel(Channel):
+    """One end of :func:`memory_channel_pair`."""
+
+    def __init__(
+        self,
+        send_channel: trio.MemorySendChannel[str],
+        receive_channel: trio.MemoryReceiveChannel[str],
+        *,
+        link: _Link,
+        name: str,
+        max_frame: int | None,
+    ) -> None:
+        self._send = send_channel
+        self._receive = receive_channel
+        self._link = link
+        self._name = name
+        self._max_frame = max_frame
+        self._closed = False
+
+    @property
+    def peer(self) -> str:
+        return f"memory:{self._name}"
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ChannelClosedError(f"{self.peer} was closed by this side")
+        if self._link.cut:
+            raise ChannelBrokenError(f"{self.peer} was cut")
+
+    def _broken(self, exc: BaseException) -> ChannelBrokenError | ChannelClosedError:
+        if self._closed:
+            return ChannelClosedError(f"{self.peer} was closed by this side")
+        if self._link.cut:
+            return ChannelBrokenError(f"{self.peer} was cut")
+        error = ChannelBrokenError(f"{self.peer}: the peer closed the channel")
+        error.__cause__ = exc
+        return error
+
+    async def send(self, frame: str) -> None:
+        self._check()
+        try:
+            await self._send.send(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise self._broken(exc) from None
+
+    async def receive(self) -> str:
+        self._check()
+        try:
+            frame = await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
+            raise self._broken(exc) from None
+        limit = self._max_frame
+        if limit is not None and len(frame) > limit // 4:
+            size = (
+                len(frame.encode("utf-8", "surrogatepass"))
+                if isinstance(frame, str)
+                else (len(frame))
+            )
+            if size > limit:
+                raise FrameTooLargeError(size, limit)
+        return frame
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._send.close()
+            self._receive.close()
+        await trio.lowlevel.checkpoint()
+
+    def cut(self) -> None:
+        """Break the link abruptly, as a network failure would: frames in flight are lost,
+        and every pending or later operation on either end raises ChannelBrokenError."""
+        self._link.cut = True
+        for end in self._link.ends:
+            end._send.close()
+            end._receive.close()
+
+
+def memory_channel_pair(
+    *, buffer: int | float = 16, max_frame: int | None = None
+) -> tuple[MemoryChannel, MemoryChannel]:
+    """Two connected channels, ``(server_side, client_side)``.
+
+    ``buffer`` is how many frames each direction holds before ``send`` waits (``math.inf``
+    for unbounded); ``max_frame`` makes ``receive`` raise FrameTooLargeError for frames
+    over that many bytes, as a transport with a size limit does.
+    """
+    if buffer != math.inf and (not isinstance(buffer, int) or buffer < 0):
+        raise ValueError(f"buffer must be a non-negative int or math.inf, got {buffer!r}")
+    to_client_send, to_client_receive = trio.open_memory_channel[str](buffer)
+    to_server_send, to_server_receive = trio.open_memory_channel[str](buffer)
+    link = _Link()
+    server = MemoryChannel(
+        to_client_send, to_server_receive, link=link, name="server", max_frame=max_frame
+    )
+    client = MemoryChannel(
+        to_server_send, to_client_receive, link=link, name="client", max_frame=max_frame
+    )
+    link.ends.extend((server, client))
+    return server, client
