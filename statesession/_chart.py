@@ -26,10 +26,10 @@ raised by the chart itself when an action fails, and moves the session to ``erro
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from statemachine import State, StateChart
-from statemachine.exceptions import TransitionNotAllowed
 
 from ._exceptions import LifecycleError
 
@@ -41,6 +41,8 @@ __all__ = [
     "LifecycleHost",
     "SessionChart",
 ]
+
+log = logging.getLogger("statesession")
 
 
 class LifecycleHost(Protocol):
@@ -63,12 +65,14 @@ class LifecycleHost(Protocol):
 
 
 class _Cursor:
-    """The chart's model: forwards ``state`` to whichever session is being stepped."""
+    """The chart's model: forwards ``state`` to whichever session is being stepped, and
+    notes whether the step took a transition."""
 
-    __slots__ = ("host",)
+    __slots__ = ("host", "took")
 
     def __init__(self, host: LifecycleHost) -> None:
         self.host = host
+        self.took = False
 
     @property
     def state(self) -> str | None:
@@ -96,8 +100,10 @@ class SessionChart(StateChart[_Cursor]):
     # A self-transition (another connection attaching to an active session) must not
     # re-run the entry action, which would restart the state's work.
     enable_self_transition_entries = False
-    # An event no transition takes is an answer ("no"), not an exception to swallow.
-    allow_event_without_transition = False
+    # An event no transition takes is an answer ("no"): Lifecycle.send returns False.
+    # (False here would also turn an error raised after reaching `terminated` into a
+    # TransitionNotAllowed escaping send(); pinned by a regression test.)
+    allow_event_without_transition = True
     # An exception in an action becomes error.execution and moves the session to `error`.
     catch_errors_as_events = True
 
@@ -137,7 +143,7 @@ class SessionChart(StateChart[_Cursor]):
         | reconnecting.to(error)
         | passivated.to(error)
         | terminating.to(error)
-        | error.to.itself(internal=True)  # type: ignore[no-untyped-call]
+        | error.to.itself(internal=True, on="failed_again")  # type: ignore[no-untyped-call]
     )
 
     # -- guards: pure functions of the values sent with the event ----------------------
@@ -189,12 +195,17 @@ class SessionChart(StateChart[_Cursor]):
     def on_enter_error(self, model: _Cursor, error: BaseException | None = None) -> None:
         model.host.settle(error)
 
+    def failed_again(self, model: _Cursor, error: BaseException | None = None) -> None:
+        # error -> error does not re-run the entry action; the new error is still reported.
+        model.host.settle(error)
+
     def on_exit_state(self, model: _Cursor, source: State) -> None:
         model.host.end_state(source.id)
 
     def after_transition(
         self, model: _Cursor, event: str, source: State, target: State | None
     ) -> None:
+        model.took = True
         model.host.transitioned(str(event), source.id, target.id if target else source.id)
 
 
@@ -256,12 +267,11 @@ class Lifecycle:
             raise LifecycleError("session not started: call Lifecycle.start() first")
         if host.state in FINAL_STATES:
             return False
+        cursor = self._cursor
         with self._step(host):
-            try:
-                self._chart.send(event, **values)
-            except TransitionNotAllowed:
-                return False
-        return True
+            cursor.took = False
+            self._chart.send(event, **values)
+            return cursor.took
 
     def _step(self, host: LifecycleHost) -> _Step:
         if self._stepping:
@@ -290,7 +300,18 @@ class _Step:
         engine = lifecycle._chart._engine
         if not engine.running:
             # Reaching a final state stops the chart's engine for good; the chart is shared,
-            # so re-arm it for the next session (pinned by a regression test).
+            # so re-arm it for the next session (pinned by a regression test). An action
+            # that failed in that same step queued error.execution, which the stopped
+            # engine drops: report it rather than lose it.
             engine.running = True
+            for trigger in engine.internal_queue.drain():
+                error = trigger.kwargs.get("error")
+                if error is not None:
+                    log.error(
+                        "an action failed as the session reached %s: %s",
+                        self._host.state,
+                        error,
+                        exc_info=error,
+                    )
         # A step that raised may leave queued events behind; they belong to no one now.
         engine.clear()

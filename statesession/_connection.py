@@ -146,6 +146,10 @@ class Connection:
         """Drop the connection now, sending nothing more."""
         self._scope.cancel()
 
+    @property
+    def aborted(self) -> bool:
+        return self._scope.cancel_called
+
     # -- the connection's own task ------------------------------------------------------
 
     async def run(self) -> None:

@@ -250,7 +250,7 @@ class SessionManager:
             self._per_principal[principal] += 1
         self._created += 1
         self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
-        self._nursery.start_soon(self._run_session, session, name=f"session {session.id}")
+        self._nursery.start_soon(self._run_session, session, name=f"{session.id}:actor")
         connection = Connection(
             channel,
             session,

@@ -722,7 +722,15 @@ class Session:
             reply.done.set()
 
         self._post(attach)
-        await reply.done.wait()
+        try:
+            await reply.done.wait()
+        except BaseException:
+            # The handshake was cancelled: the connection must not stay attached (or be
+            # attached later) with no task to run it.
+            connection.abort()
+            if reply.done.is_set() and reply.error is None:
+                self._detach(connection)
+            raise
         if reply.error is not None:
             raise reply.error
 
@@ -731,6 +739,8 @@ class Session:
             raise ProtocolError(
                 "terminated", f"session is {self.state} ({self.reason})", fatal=True
             )
+        if connection.aborted:
+            raise ProtocolError("terminated", "connection was aborted", fatal=True)
         now = trio.current_time()
         cursor, seen = self._delivery.admit(connection.client, ack, now=now)
         if not self._step("attach", token_ok=True, now=now, deadline=self._deadline):
@@ -740,6 +750,8 @@ class Session:
         self._connect(connection, cursor, seen, now)
 
     def _register(self, connection: Connection, ack: int | None) -> None:
+        if connection.aborted:
+            raise ProtocolError("terminated", "connection was aborted", fatal=True)
         now = trio.current_time()
         cursor, seen = self._delivery.admit(connection.client, ack, now=now)
         self._connect(connection, cursor, seen, now)

@@ -1,0 +1,116 @@
+"""Shared test helpers: a raw protocol peer, a served manager, the trio task tree."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+import statesession
+from statesession import Channel, SessionConfig
+from statesession.testing import memory_channel_pair
+
+
+def live_tasks() -> list[trio.lowlevel.Task]:
+    """Every task alive in this trio run, found by walking the task tree from the root."""
+    found: list[trio.lowlevel.Task] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        found.append(task)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return found
+
+
+def session_tasks(session_id: str) -> list[str]:
+    """Names of the live tasks that belong to a session (they are named ``<id>:...``)."""
+    return [t.name for t in live_tasks() if t.name.startswith(f"{session_id}:")]
+
+
+class RawPeer:
+    """A client that speaks the wire protocol frame by frame, for exact tests."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    async def send(self, frame: Any) -> None:
+        await self.channel.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            return json.loads(await self.channel.receive())  # type: ignore[no-any-return]
+
+    async def receive_type(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Receive frames until one of type ``kind`` (answering pings on the way)."""
+        while True:
+            frame = await self.receive(timeout)
+            if frame["type"] == kind:
+                return frame
+            if frame["type"] == "ping":
+                await self.send({"type": "pong"})
+
+    async def hello(self, **fields: Any) -> dict[str, Any]:
+        await self.send({"type": "hello", "v": 1, **fields})
+        return await self.receive()
+
+    async def expect_closed(self, timeout: float = 5.0) -> None:
+        """The server closes the channel (after whatever frames it still sends)."""
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    await self.channel.receive()
+                except statesession.ChannelError:
+                    return
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()
+
+
+class Served:
+    """A manager with a way to open connections to it over memory channels."""
+
+    def __init__(self, manager: statesession.SessionManager, nursery: trio.Nursery) -> None:
+        self.manager = manager
+        self.nursery = nursery
+        self.server_channels: list[Channel] = []
+
+    async def open_channel(self, **options: Any) -> Channel:
+        server, client = memory_channel_pair(**options)
+        self.server_channels.append(server)
+        self.nursery.start_soon(self.manager.serve_channel, server)
+        await trio.lowlevel.checkpoint()
+        return client
+
+    async def peer(self, **options: Any) -> RawPeer:
+        return RawPeer(await self.open_channel(**options))
+
+    async def new_session(self) -> tuple[RawPeer, dict[str, Any]]:
+        peer = await self.peer()
+        welcome = await peer.hello()
+        assert welcome["type"] == "welcome", welcome
+        return peer, welcome
+
+
+async def echo_app(session: statesession.Session) -> None:
+    async for message in session:
+        await session.send(message.data)
+
+
+@asynccontextmanager
+async def serving(
+    app: Callable[[statesession.Session], Awaitable[object]] = echo_app,
+    *,
+    config: SessionConfig | None = None,
+    **options: Any,
+) -> AsyncIterator[Served]:
+    async with (
+        trio.open_nursery() as nursery,
+        statesession.open_manager(app, config=config, **options) as manager,
+    ):
+        yield Served(manager, nursery)
