@@ -198,16 +198,15 @@ class Client:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
+    def __aiter__(self) -> Client:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Any]:
-        while True:
-            try:
-                data = await self.receive()
-            except SessionClosedError:
-                return
-            yield data
+    async def __anext__(self) -> Any:
+        """``async for data in client`` ends when the server has closed the session."""
+        try:
+            return await self.receive()
+        except SessionClosedError:
+            raise StopAsyncIteration from None
 
     async def close(self, reason: str | None = None) -> None:
         """End the session (``bye``) and wait until the server confirms (``closed``)."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -182,6 +182,9 @@ class Session:
     _deadline: float = attrs.field(default=math.inf, init=False)
     _received: int = attrs.field(default=0, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
+    #: Tasks alive when termination began, and when it began: what the report covers.
+    _doomed: list[_Task] = attrs.field(factory=list, init=False)
+    _terminating_since: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
         config = self._manager.config
@@ -253,16 +256,15 @@ class Session:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
+    def __aiter__(self) -> Session:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            try:
-                message = await self.receive()
-            except SessionClosedError:
-                return
-            yield message
+    async def __anext__(self) -> Message:
+        """``async for message in session`` ends when the session starts terminating."""
+        try:
+            return await self.receive()
+        except SessionClosedError:
+            raise StopAsyncIteration from None
 
     def add_resource(
         self,
@@ -452,6 +454,8 @@ class Session:
     def begin_terminating(self, reason: str) -> None:
         self.reason = reason
         self._closing = True
+        self._doomed = list(self._tasks)
+        self._terminating_since = trio.current_time()
         self._fail_joins(
             ProtocolError("terminated", f"session is terminating ({reason})", fatal=True)
         )
@@ -567,7 +571,7 @@ class Session:
         """Terminate: notify connections, stop tasks, close resources, report."""
         config = self._manager.config
         reason = self.reason or "terminated"
-        started = trio.current_time()
+        started = self._terminating_since
         # Notify every connection (after the messages it has not been sent yet), then wait
         # for them to go, forcing the ones that take too long.
         closed = encode_frame(ClosedFrame(reason=reason))
@@ -579,9 +583,7 @@ class Session:
         for connection in list(self._connections):
             connection.abort()
         # Give tasks the grace period, then cancel the rest and wait for them to unwind.
-        tasks = list(self._tasks)
-        tasks_started = trio.current_time()
-        with trio.move_on_after(config.cancel_grace):
+        with trio.move_on_at(started + config.cancel_grace):
             while self._tasks:
                 await self._ended_lot.park()
         for task in self._tasks:
@@ -591,7 +593,8 @@ class Session:
             while self._tasks:
                 await self._ended_lot.park()
         now = trio.current_time()
-        task_items = tuple(self._task_item(task, tasks_started, now) for task in tasks)
+        task_items = tuple(self._task_item(task, started, now) for task in self._doomed)
+        self._doomed = []
         # Close resources, newest first, each under its own timeout.
         resource_items = []
         while self._resources:

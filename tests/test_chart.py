@@ -63,11 +63,16 @@ class Host:
 def test_chart_has_exactly_the_lifecycle_states() -> None:
     """The state ids are fixed; initializing is initial and terminated the only final."""
     assert STATES == (
-        "initializing", "active", "reconnecting", "passivated", "terminating", "terminated",
+        "initializing",
+        "active",
+        "reconnecting",
+        "passivated",
+        "terminating",
+        "terminated",
         "error",
     )
     assert SessionChart.initial_state.id == "initializing"
-    assert FINAL_STATES == {"terminated"}
+    assert {"terminated"} == FINAL_STATES
 
 
 def test_chart_callbacks_are_plain_functions() -> None:
@@ -322,9 +327,7 @@ def test_lifecycle_start_needs_a_new_session() -> None:
 TABLE: dict[tuple[str, str], list[tuple[Any, str]]] = {
     ("initializing", "activate"): [(lambda v: v["allocated"] and v["healthy"], "active")],
     ("active", "attach"): [(lambda v: v["token_ok"] and v["now"] < v["deadline"], "active")],
-    ("reconnecting", "attach"): [
-        (lambda v: v["token_ok"] and v["now"] < v["deadline"], "active")
-    ],
+    ("reconnecting", "attach"): [(lambda v: v["token_ok"] and v["now"] < v["deadline"], "active")],
     ("active", "detach"): [
         (lambda v: v["connections"] == 0, "reconnecting"),
         (lambda v: True, "active"),

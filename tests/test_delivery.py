@@ -1,0 +1,248 @@
+"""Replay buffer and client cursors: the sans-IO core of exactly-once delivery."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from statesession import ProtocolError
+from statesession._delivery import Delivery, ReplayBuffer
+
+
+def frame(n: int, size: int = 10) -> str:
+    return str(n).rjust(size, "x")
+
+
+def test_replay_buffer_numbers_messages_from_one() -> None:
+    buffer = ReplayBuffer(max_messages=10, max_bytes=1000, drop_oldest=False)
+    assert (buffer.first_seq, buffer.last_seq, len(buffer)) == (1, 0, 0)
+    assert [buffer.append(frame(i)) for i in range(3)] == [1, 2, 3]
+    assert list(buffer.frames_after(1)) == [(2, frame(1)), (3, frame(2))]
+    assert buffer.trim(2) == 2
+    assert (buffer.first_seq, buffer.last_seq, buffer.nbytes) == (3, 3, 10)
+    assert buffer.trim(3) == 1
+    assert (buffer.first_seq, buffer.last_seq, len(buffer)) == (4, 3, 0)
+    assert buffer.append(frame(9)) == 4
+
+
+def test_replay_buffer_backpressure_refuses_to_overfill() -> None:
+    """With backpressure the caller must wait for room; appending anyway is a bug."""
+    buffer = ReplayBuffer(max_messages=2, max_bytes=1000, drop_oldest=False)
+    buffer.append(frame(1))
+    buffer.append(frame(2))
+    assert not buffer.has_room(10)
+    with pytest.raises(RuntimeError, match="wait for has_room"):
+        buffer.append(frame(3))
+
+
+def test_replay_buffer_bytes_limit_counts() -> None:
+    buffer = ReplayBuffer(max_messages=100, max_bytes=25, drop_oldest=False)
+    buffer.append(frame(1))
+    buffer.append(frame(2))
+    assert not buffer.has_room(10)
+    assert buffer.has_room(5)
+
+
+def test_replay_buffer_drop_oldest_evicts_and_counts() -> None:
+    buffer = ReplayBuffer(max_messages=2, max_bytes=1000, drop_oldest=True)
+    for i in range(5):
+        buffer.append(frame(i))
+    assert (buffer.first_seq, buffer.last_seq, buffer.dropped) == (4, 5, 3)
+    assert not buffer.holds_after(2)
+    assert buffer.holds_after(3)
+
+
+def make_delivery(**kw: int | bool) -> Delivery:
+    options: dict[str, int | bool] = {
+        "max_messages": 10,
+        "max_bytes": 10_000,
+        "drop_oldest": False,
+        "max_clients": 3,
+    }
+    options.update(kw)
+    return Delivery(**options)  # type: ignore[arg-type]
+
+
+def test_delivery_new_client_starts_after_the_latest_message() -> None:
+    """A client joining without ack gets only new messages; with ack=0, everything held."""
+    delivery = make_delivery()
+    _, seen = delivery.admit("a", None, now=0)
+    assert seen == 0
+    delivery.buffer.append(frame(1))
+    _, seen_b = delivery.admit("b", None, now=0)
+    assert seen_b == 1
+    _, seen_c = delivery.admit("c", 0, now=0)
+    assert seen_c == 0
+
+
+def test_delivery_trims_only_what_every_client_acknowledged() -> None:
+    delivery = make_delivery()
+    a, _ = delivery.admit("a", None, now=0)
+    b, _ = delivery.admit("b", None, now=0)
+    for i in range(4):
+        delivery.buffer.append(frame(i))
+    delivery.acknowledge(a, 4)
+    assert len(delivery.buffer) == 4
+    delivery.acknowledge(b, 2)
+    assert delivery.buffer.first_seq == 3
+    delivery.acknowledge(b, 1)  # a stale ack changes nothing
+    assert delivery.buffer.first_seq == 3
+
+
+def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
+    delivery = make_delivery()
+    a, _ = delivery.admit("a", None, now=0)
+    with pytest.raises(ProtocolError, match="sent only up to seq 0") as info:
+        delivery.acknowledge(a, 1)
+    assert info.value.code == "bad_frame"
+
+
+def test_delivery_resume_from_a_dropped_message_is_a_gap() -> None:
+    """A resume needing a message no longer held is refused with resume_gap."""
+    delivery = make_delivery(max_messages=2, drop_oldest=True)
+    delivery.admit("a", None, now=0)
+    for i in range(5):
+        delivery.buffer.append(frame(i))
+    with pytest.raises(ProtocolError, match=r"messages 2\.\.3 are no longer held") as info:
+        delivery.admit("a", 1, now=0)
+    assert info.value.code == "resume_gap"
+    assert info.value.fatal
+    _, seen = delivery.admit("a", 3, now=0)
+    assert seen == 3
+
+
+def test_delivery_resume_claiming_unsent_messages_is_refused() -> None:
+    delivery = make_delivery()
+    delivery.admit("a", None, now=0)
+    with pytest.raises(ProtocolError, match="sent only up to seq 0"):
+        delivery.admit("a", 5, now=0)
+
+
+def test_delivery_forgotten_client_cannot_resume() -> None:
+    """A client away longer than the window is forgotten; its resume is a gap."""
+    delivery = make_delivery()
+    a, _ = delivery.admit("a", None, now=0)
+    delivery.attached(a)
+    delivery.buffer.append(frame(1))
+    delivery.detached(a, now=10)
+    delivery.forget_stale(now=39, window=30)
+    assert "a" in delivery.clients
+    delivery.forget_stale(now=40, window=30)
+    assert "a" not in delivery.clients
+    with pytest.raises(ProtocolError, match="does not remember client 'a'"):
+        delivery.admit("a", 1, now=41)
+
+
+def test_delivery_remembers_at_most_max_clients() -> None:
+    """A full session evicts its longest-detached client, or refuses if all are attached."""
+    delivery = make_delivery(max_clients=2)
+    a, _ = delivery.admit("a", None, now=0)
+    b, _ = delivery.admit("b", None, now=0)
+    delivery.attached(a)
+    delivery.attached(b)
+    with pytest.raises(ProtocolError, match="2 clients attached") as info:
+        delivery.admit("c", None, now=0)
+    assert info.value.code == "session_limit"
+    delivery.detached(b, now=5)
+    delivery.admit("c", None, now=6)
+    assert set(delivery.clients) == {"a", "c"}
+
+
+def test_delivery_client_messages_are_processed_once_in_order() -> None:
+    delivery = make_delivery()
+    a, _ = delivery.admit("a", None, now=0)
+    assert delivery.receive(a, 1) == "new"
+    assert delivery.receive(a, 1) == "duplicate"
+    assert delivery.receive(a, 2) == "new"
+    with pytest.raises(ProtocolError, match="jumped from 2 to 4") as info:
+        delivery.receive(a, 4)
+    assert info.value.fatal
+    assert a.received == 2
+
+
+class DeliveryModel(RuleBasedStateMachine):
+    """Sends, acks, drops and resumes: every client sees each message exactly once, in
+    order, or is told resume_gap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivery = make_delivery(max_messages=6, drop_oldest=True, max_clients=4)
+        self.sent: list[str] = []
+        # what each client has processed (by seq), and whether it is connected
+        self.seen: dict[str, list[int]] = {}
+        self.online: dict[str, int] = {}  # client -> next seq its connection will send
+        self.gapped: set[str] = set()
+
+    @rule(client=st.sampled_from(["a", "b", "c"]))
+    def connect(self, client: str) -> None:
+        if client in self.online or client in self.gapped:
+            return
+        ack = (
+            self.seen[client][-1]
+            if self.seen.get(client)
+            else (None if client not in self.seen else 0)
+        )
+        try:
+            cursor, seen = self.delivery.admit(client, ack, now=0)
+        except ProtocolError as exc:
+            assert exc.code == "resume_gap"
+            assert client in self.seen
+            self.gapped.add(client)
+            return
+        self.delivery.attached(cursor)
+        self.seen.setdefault(client, [])
+        self.online[client] = seen + 1
+
+    @rule()
+    def send(self) -> None:
+        text = f"m{len(self.sent) + 1}"
+        self.sent.append(text)
+        self.delivery.buffer.append(text)
+
+    @rule(client=st.sampled_from(["a", "b", "c"]))
+    def deliver_one(self, client: str) -> None:
+        """The client's connection sends it its next message, if still held."""
+        if client not in self.online:
+            return
+        seq = self.online[client]
+        buffer = self.delivery.buffer
+        if seq > buffer.last_seq:
+            return
+        if seq < buffer.first_seq:
+            self.gapped.add(client)
+            self.disconnect(client)
+            return
+        assert buffer.frame(seq) == f"m{seq}"
+        self.seen[client].append(seq)
+        self.online[client] = seq + 1
+
+    @rule(client=st.sampled_from(["a", "b", "c"]))
+    def ack(self, client: str) -> None:
+        if client in self.online and self.seen[client]:
+            self.delivery.acknowledge(self.delivery.clients[client], self.seen[client][-1])
+
+    @rule(client=st.sampled_from(["a", "b", "c"]))
+    def disconnect(self, client: str) -> None:
+        if client in self.online:
+            del self.online[client]
+            self.delivery.detached(self.delivery.clients[client], now=0)
+
+    @invariant()
+    def each_client_saw_a_gapless_prefix(self) -> None:
+        for client, seqs in self.seen.items():
+            if seqs:
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (client, seqs)
+            assert len(set(seqs)) == len(seqs)
+
+    @invariant()
+    def buffer_holds_a_contiguous_suffix(self) -> None:
+        buffer = self.delivery.buffer
+        held = list(buffer.frames_after(0))
+        assert [seq for seq, _ in held] == list(range(buffer.first_seq, buffer.last_seq + 1))
+        assert all(text == f"m{seq}" for seq, text in held)
+        assert buffer.nbytes == sum(len(text) for _, text in held)
+        assert len(buffer) <= 6
+
+
+TestDeliveryModel = DeliveryModel.TestCase

@@ -1,0 +1,233 @@
+"""Wire protocol v1 codec: every frame round-trips, every bad input gets its code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from statesession import MessageTooLargeError, ProtocolError
+from statesession._protocol import MAX_SEQ, encode_msg
+from statesession.protocol import (
+    ERROR_CODES,
+    AckFrame,
+    ByeFrame,
+    ClosedFrame,
+    ErrorFrame,
+    HelloFrame,
+    MsgFrame,
+    PingFrame,
+    PongFrame,
+    StateFrame,
+    WelcomeFrame,
+    decode_client_frame,
+    decode_server_frame,
+    encode_frame,
+)
+
+LIMIT = 1 << 20
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+CLIENT_FRAMES = [
+    HelloFrame(),
+    HelloFrame(session="s", token="t", client="c", ack=3, auth={"user": "ann"}),
+    MsgFrame(seq=1, data={"x": [1, "é", None]}),
+    AckFrame(seq=0),
+    PingFrame(),
+    PongFrame(),
+    ByeFrame(),
+    ByeFrame(reason="done"),
+]
+SERVER_FRAMES = [
+    WelcomeFrame(
+        session="s",
+        token="t",
+        client="c",
+        resumed=True,
+        state="active",
+        ack=2,
+        heartbeat=10.0,
+        window=30.0,
+    ),
+    MsgFrame(seq=7, data="hi"),
+    AckFrame(seq=4),
+    PingFrame(),
+    PongFrame(),
+    StateFrame(state="terminating"),
+    ErrorFrame(code="bad_frame", message="nope", fatal=False),
+    ClosedFrame(reason="bye"),
+]
+
+
+@pytest.mark.parametrize("frame", CLIENT_FRAMES, ids=repr)
+def test_protocol_client_frames_round_trip(frame: Any) -> None:
+    """A client frame decodes to what was encoded."""
+    assert decode_client_frame(encode_frame(frame), max_frame=LIMIT) == frame
+
+
+@pytest.mark.parametrize("frame", SERVER_FRAMES, ids=repr)
+def test_protocol_server_frames_round_trip(frame: Any) -> None:
+    """A server frame decodes to what was encoded."""
+    assert decode_server_frame(encode_frame(frame), max_frame=LIMIT) == frame
+
+
+def test_protocol_frames_are_json_objects_with_a_type() -> None:
+    """Every encoded frame is one JSON object whose first field is its type."""
+    for frame in CLIENT_FRAMES + SERVER_FRAMES:
+        text = encode_frame(frame)
+        obj = json.loads(text)
+        assert isinstance(obj, dict)
+        assert next(iter(obj)) == "type"
+        assert text.isascii()
+
+
+@given(seq=st.integers(1, MAX_SEQ), data=json_values)
+def test_protocol_msg_round_trips_any_json(seq: int, data: Any) -> None:
+    """encode_msg (the server's hot path) round-trips any JSON value, ASCII only."""
+    text = encode_msg(seq, data, max_frame=LIMIT * 16)
+    assert text.isascii()
+    assert decode_server_frame(text, max_frame=LIMIT * 16) == MsgFrame(seq=seq, data=data)
+
+
+@given(st.text() | st.binary())
+def test_protocol_decode_raises_only_protocol_errors(text: Any) -> None:
+    """No input makes the decoder raise anything but ProtocolError."""
+    for decode in (decode_client_frame, decode_server_frame):
+        try:
+            decode(text, max_frame=LIMIT)
+        except ProtocolError as exc:
+            assert exc.code in ERROR_CODES
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["type", "seq", "data", "v", "session", "token", "client", "ack", "auth", "reason"]
+        ),
+        json_values,
+    )
+    | st.dictionaries(st.text(), json_values)
+)
+def test_protocol_decode_any_object_raises_only_protocol_errors(obj: dict[str, Any]) -> None:
+    """Arbitrary JSON objects are either valid frames or ProtocolError."""
+    try:
+        decode_client_frame(json.dumps(obj), max_frame=LIMIT)
+    except ProtocolError as exc:
+        assert exc.code in ERROR_CODES
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "fragment"),
+    [
+        ("{not json", "bad_frame", "not valid JSON"),
+        ('{"type":"msg","seq":1,"data":NaN}', "bad_frame", "not valid JSON"),
+        ("[1,2]", "bad_frame", "must be a JSON object, got array"),
+        ('"hello"', "bad_frame", "must be a JSON object, got string"),
+        ('{"seq":1}', "bad_frame", 'string field "type"'),
+        ('{"type":5}', "bad_frame", 'string field "type"'),
+        ('{"type":"welcome"}', "bad_frame", "unknown frame type 'welcome'"),
+        ('{"type":"nope"}', "bad_frame", "unknown frame type 'nope'"),
+        ('{"type":"msg","data":1}', "bad_frame", 'needs an integer field "seq"'),
+        ('{"type":"msg","seq":"1","data":1}', "bad_frame", "msg.seq must be an integer"),
+        ('{"type":"msg","seq":true,"data":1}', "bad_frame", "msg.seq must be an integer"),
+        ('{"type":"msg","seq":1.0,"data":1}', "bad_frame", "msg.seq must be an integer"),
+        ('{"type":"msg","seq":0,"data":1}', "bad_frame", "between 1 and"),
+        ('{"type":"msg","seq":1}', "bad_frame", 'needs a field "data"'),
+        ('{"type":"ack","seq":-1}', "bad_frame", "between 0 and"),
+        ('{"type":"ack","seq":99999999999999999999}', "bad_frame", "between 0 and"),
+        ('{"type":"hello"}', "bad_version", 'integer field "v"'),
+        ('{"type":"hello","v":2}', "bad_version", "version 2 is not supported"),
+        ('{"type":"hello","v":"1"}', "bad_version", 'integer field "v"'),
+        ('{"type":"hello","v":1,"session":"s"}', "bad_frame", "go together"),
+        ('{"type":"hello","v":1,"session":5,"token":"t"}', "bad_frame", "must be a string"),
+        ('{"type":"hello","v":1,"client":""}', "bad_frame", "must not be empty"),
+        ('{"type":"hello","v":1,"ack":"x"}', "bad_frame", "hello.ack must be an integer"),
+        ('{"type":"bye","reason":7}', "bad_frame", "bye.reason must be a string"),
+    ],
+)
+def test_protocol_bad_client_frames_get_their_code(text: str, code: str, fragment: str) -> None:
+    """Each malformed client frame is refused with the documented code and a clear
+    message."""
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(text, max_frame=LIMIT)
+    assert info.value.code == code
+    assert fragment in info.value.message
+
+
+def test_protocol_long_identifiers_are_refused() -> None:
+    """Ids and tokens are bounded, so a client cannot make the server hold huge keys."""
+    frame = json.dumps({"type": "hello", "v": 1, "client": "x" * 129})
+    with pytest.raises(ProtocolError, match="limit is 128"):
+        decode_client_frame(frame, max_frame=LIMIT)
+
+
+@pytest.mark.parametrize(
+    "payload", ["x" * 200, "é" * 100, b"x" * 200], ids=["ascii", "two-byte", "bytes"]
+)
+def test_protocol_frames_over_the_limit_are_fatal(payload: Any) -> None:
+    """Frame size counts UTF-8 bytes; over the limit is frame_too_large, fatal."""
+    if isinstance(payload, bytes):
+        text: Any = b'{"type":"ping","pad":"' + payload + b'"}'
+    else:
+        text = json.dumps({"type": "ping", "pad": payload}, ensure_ascii=False)
+    with pytest.raises(ProtocolError) as info:
+        decode_client_frame(text, max_frame=150)
+    assert info.value.code == "frame_too_large"
+    assert info.value.fatal
+
+
+def test_protocol_frame_at_the_limit_is_accepted() -> None:
+    """A frame of exactly max_frame bytes passes."""
+    base = '{"type":"ping","pad":""}'
+    text = base[:-2] + "é" * 10 + base[-2:]
+    size = len(text.encode())
+    assert isinstance(decode_client_frame(text, max_frame=size), PingFrame)
+    with pytest.raises(ProtocolError, match="frame_too_large"):
+        decode_client_frame(text, max_frame=size - 1)
+
+
+def test_protocol_bytes_must_be_utf8() -> None:
+    with pytest.raises(ProtocolError, match="not UTF-8"):
+        decode_client_frame(b"\xff\xfe{}", max_frame=LIMIT)
+
+
+def test_protocol_unknown_fields_are_ignored() -> None:
+    """A v1 peer tolerates fields a later revision adds."""
+    frame = decode_client_frame('{"type":"ack","seq":3,"future":true}', max_frame=LIMIT)
+    assert frame == AckFrame(seq=3)
+
+
+def test_protocol_encode_msg_refuses_oversized_and_non_json() -> None:
+    with pytest.raises(MessageTooLargeError, match="over max_frame"):
+        encode_msg(1, "x" * 100, max_frame=50)
+    with pytest.raises(TypeError, match="JSON-serializable"):
+        encode_msg(1, {1, 2}, max_frame=LIMIT)
+    with pytest.raises(TypeError, match="JSON-serializable"):
+        encode_msg(1, float("nan"), max_frame=LIMIT)
+
+
+def test_protocol_error_codes_are_exactly_the_documented_ones() -> None:
+    assert {
+        "bad_frame",
+        "bad_version",
+        "handshake_timeout",
+        "unknown_session",
+        "bad_token",
+        "resume_gap",
+        "session_limit",
+        "frame_too_large",
+        "terminated",
+        "server_shutdown",
+    } == ERROR_CODES

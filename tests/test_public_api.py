@@ -1,0 +1,96 @@
+"""The public surface: exactly what __all__ says, and the sans-IO core without trio."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import statesession
+import statesession.protocol
+import statesession.testing
+
+PUBLIC = {
+    "Backoff",
+    "Channel",
+    "ChannelBrokenError",
+    "ChannelClosedError",
+    "ChannelError",
+    "CleanupItem",
+    "CleanupReport",
+    "Client",
+    "ClientStatistics",
+    "ConfigError",
+    "FrameTooLargeError",
+    "LifecycleError",
+    "ManagerStatistics",
+    "Message",
+    "MessageTooLargeError",
+    "Outcome",
+    "ProtocolError",
+    "RemoteError",
+    "ResumeGapError",
+    "Session",
+    "SessionChart",
+    "SessionClosedError",
+    "SessionConfig",
+    "SessionManager",
+    "SessionStatistics",
+    "StateSessionError",
+    "open_client",
+    "open_manager",
+}
+
+
+def test_public_all_is_exactly_the_public_surface() -> None:
+    assert set(statesession.__all__) == PUBLIC
+    for name in statesession.__all__:
+        obj = getattr(statesession, name)
+        assert obj.__module__.startswith("statesession._"), name
+    public_modules = {n for n in dir(statesession) if not n.startswith("_")}
+    assert public_modules == PUBLIC
+
+
+def test_public_namespaces_only_reexport() -> None:
+    for module in (statesession.testing, statesession.protocol):
+        assert {n for n in vars(module) if not n.startswith("_")} == set(module.__all__)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type) or callable(obj):
+                assert obj.__module__.rsplit(".", 1)[-1].startswith("_"), name
+
+
+def test_public_unknown_attribute_is_an_attribute_error() -> None:
+    try:
+        statesession.nope  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "nope" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_public_exceptions_form_one_tree() -> None:
+    for name in statesession.__all__:
+        obj = getattr(statesession, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, statesession.StateSessionError), name
+
+
+def test_sans_io_core_imports_no_trio() -> None:
+    """The chart, config, codec, delivery bookkeeping and report import without trio."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import statesession
+        from statesession import SessionChart, SessionConfig, ProtocolError, Channel
+        import statesession.protocol
+        import statesession._chart, statesession._config, statesession._protocol
+        import statesession._delivery, statesession._report, statesession._exceptions
+        import statesession._channel
+        statesession._chart.Lifecycle()
+        assert "trio" not in sys.modules, sorted(m for m in sys.modules if "trio" in m)
+        statesession.open_manager
+        assert "trio" in sys.modules
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

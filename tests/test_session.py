@@ -1,0 +1,584 @@
+"""The session runtime: owned tasks, resources, the cleanup cascade, windows, heartbeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import statesession
+from statesession import Outcome, SessionClosedError, SessionConfig
+from statesession.testing import MemoryChannel
+
+from .helpers import RawPeer, Served, echo_app, serving, session_tasks
+
+FAST = SessionConfig(cancel_grace=0.5, cleanup_timeout=2.0)
+
+
+async def only_session(served: Served) -> statesession.Session:
+    await trio.testing.wait_all_tasks_blocked()
+    (session,) = served.manager.sessions.values()
+    return session
+
+
+async def test_session_welcome_and_echo(autojump_clock: trio.testing.MockClock) -> None:
+    """A new session is welcomed with its id, a secret token, and the server's timings."""
+    async with serving() as served:
+        peer, welcome = await served.new_session()
+        assert welcome["v"] == 1
+        assert welcome["resumed"] is False
+        assert welcome["state"] == "active"
+        assert welcome["ack"] == 0
+        assert (welcome["heartbeat"], welcome["window"]) == (10.0, 30.0)
+        assert len(welcome["token"]) >= 32  # 24 random bytes, url-safe base64
+        await peer.send({"type": "msg", "seq": 1, "data": {"q": "hi"}})
+        assert await peer.receive_type("msg") == {"type": "msg", "seq": 1, "data": {"q": "hi"}}
+        session = served.manager.sessions[welcome["session"]]
+        assert session.state == "active"
+        assert session.statistics().received_messages == 1
+
+
+async def test_session_terminated_leaves_no_task_alive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """After terminated, no task the session started is alive (walking trio's task tree),
+    and the report accounts for every one of them."""
+    started = trio.Event()
+
+    async def app(session: statesession.Session) -> None:
+        for i in range(5):
+            session.start_soon(trio.sleep_forever, name=f"worker-{i}")
+
+        async def polite() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(0.1)
+
+        session.start_soon(polite)
+        started.set()
+        async for _ in session:
+            pass
+
+    async with serving(app, config=FAST) as served:
+        peer, welcome = await served.new_session()
+        await started.wait()
+        session = served.manager.sessions[welcome["session"]]
+        assert len(session_tasks(session.id)) >= 9  # actor, state work, app, 6 workers
+        await peer.send({"type": "bye"})
+        assert await peer.receive_type("closed") == {"type": "closed", "reason": "bye"}
+        report = await session.wait_terminated()
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.state == "terminated"
+        assert session_tasks(session.id) == []
+        assert report is not None
+        assert report.clean
+        outcomes = {item.name: item.outcome for item in report.tasks}
+        assert outcomes["app"] is Outcome.CLOSED
+        assert {outcomes[f"worker-{i}"] for i in range(5)} == {Outcome.FORCED}
+        (polite,) = [name for name in outcomes if name.endswith("polite")]
+        assert outcomes[polite] is Outcome.FORCED
+        assert session.id not in served.manager.sessions
+
+
+async def test_session_resources_close_in_reverse_with_each_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Resources close newest first, each under its own timeout: the one that overruns is
+    forced, the one that raises fails, and a failure sends the session to error."""
+    closed: list[str] = []
+    forced: list[str] = []
+
+    async def app(session: statesession.Session) -> None:
+        async def slow() -> None:
+            closed.append("slow")
+            await trio.sleep(100)
+
+        def broken() -> None:
+            closed.append("broken")
+            raise OSError("disk on fire")
+
+        async def fine() -> None:
+            closed.append("fine")
+
+        session.add_resource("fine", fine)
+        session.add_resource(
+            "slow", slow, force=lambda: forced.append("slow"), cleanup_timeout=1.0
+        )
+        session.add_resource("broken", broken)
+        session.add_resource("sync", lambda: closed.append("sync"))
+        session.terminate("admin")
+        await trio.sleep_forever()
+
+    async with serving(app, config=FAST) as served:
+        _, welcome = await served.new_session()
+        session = served.manager.sessions.get(welcome["session"]) or None
+        assert session is not None
+        report = await session.wait_terminated()
+        assert report is not None
+        assert closed == ["sync", "broken", "slow", "fine"]
+        assert forced == ["slow"]
+        items = {item.name: item for item in report.resources}
+        assert [i.name for i in report.resources] == ["sync", "broken", "slow", "fine"]
+        assert items["sync"].outcome is Outcome.CLOSED
+        assert items["broken"].outcome is Outcome.FAILED
+        assert items["broken"].error == "OSError: disk on fire"
+        assert items["slow"].outcome is Outcome.FORCED
+        assert items["slow"].duration == pytest.approx(1.0)
+        assert items["fine"].outcome is Outcome.CLOSED
+        assert not report.clean
+        assert session.state == "error"
+        assert report.reason == "admin"
+
+
+async def test_session_task_that_outlives_cancellation_fails_the_cleanup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A task still running after cancellation plus cleanup_timeout is reported failed;
+    the manager still shuts the session down once it ends."""
+
+    async def stubborn() -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(60)
+
+    async def app(session: statesession.Session) -> None:
+        session.start_soon(stubborn)
+        async for _ in session:
+            pass
+
+    async with serving(app, config=FAST) as served:
+        peer, welcome = await served.new_session()
+        session = served.manager.sessions[welcome["session"]]
+        await peer.send({"type": "bye"})
+        report = await session.wait_terminated()
+        assert report is not None
+        (item,) = [i for i in report.tasks if i.name.endswith("stubborn")]
+        assert item.outcome is Outcome.FAILED
+        assert item.error == "still running after cancellation"
+        assert session.state == "error"
+    assert session_tasks(session.id) == []
+
+
+async def test_session_app_crash_ends_only_that_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app that raises terminates its own session (reason app_error); the others keep
+    working and nothing reaches the manager."""
+
+    async def app(session: statesession.Session) -> None:
+        async for message in session:
+            if message.data == "crash":
+                raise ValueError("boom")
+            await session.send(message.data)
+
+    async with serving(app, config=FAST) as served:
+        victim, victim_welcome = await served.new_session()
+        bystander, _ = await served.new_session()
+        await victim.send({"type": "msg", "seq": 1, "data": "crash"})
+        assert await victim.receive_type("closed") == {"type": "closed", "reason": "app_error"}
+        session = served.manager.sessions.get(victim_welcome["session"])
+        if session is not None:
+            await session.wait_terminated()
+        await bystander.send({"type": "msg", "seq": 1, "data": "still here"})
+        assert (await bystander.receive_type("msg"))["data"] == "still here"
+        assert len(served.manager) == 1
+
+
+async def test_session_failed_task_reports_the_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A background task that raises terminates the session with reason task_failed, and
+    the report names the error."""
+    sessions: list[statesession.Session] = []
+
+    async def app(session: statesession.Session) -> None:
+        sessions.append(session)
+
+        async def fails() -> None:
+            raise KeyError("missing")
+
+        session.start_soon(fails)
+        await trio.sleep_forever()
+
+    async with serving(app, config=FAST) as served:
+        peer, _ = await served.new_session()
+        assert await peer.receive_type("closed") == {"type": "closed", "reason": "task_failed"}
+        report = await sessions[0].wait_terminated()
+        assert report is not None
+        assert report.error == "KeyError: 'missing'"
+        assert sessions[0].state == "terminated"
+
+
+async def test_session_app_returning_completes_the_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def app(session: statesession.Session) -> None:
+        await session.send("bye now")
+
+    async with serving(app) as served:
+        peer, _ = await served.new_session()
+        assert (await peer.receive_type("msg"))["data"] == "bye now"
+        assert await peer.receive_type("closed") == {"type": "closed", "reason": "completed"}
+        await peer.expect_closed()
+
+
+async def test_session_refuses_operations_once_terminating(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """start_soon, send and add_resource raise SessionClosedError once terminating."""
+    errors: list[str] = []
+
+    async def app(session: statesession.Session) -> None:
+        try:
+            async for _ in session:
+                pass
+        finally:
+            for attempt in (
+                lambda: session.start_soon(trio.sleep, 1),
+                lambda: session.add_resource("late", lambda: None),
+            ):
+                try:
+                    attempt()
+                except SessionClosedError as exc:
+                    errors.append(exc.reason)
+            try:
+                await session.send("late")
+            except SessionClosedError as exc:
+                errors.append(exc.reason)
+
+    async with serving(app) as served:
+        peer, _ = await served.new_session()
+        await peer.send({"type": "bye", "reason": "done"})
+        await peer.receive_type("closed")
+    assert errors == ["bye", "bye", "bye"]
+
+
+async def test_session_enter_resource_exits_the_context_manager(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[str] = []
+
+    class Sandbox:
+        async def __aenter__(self) -> str:
+            log.append("enter")
+            return "sandbox-1"
+
+        async def __aexit__(self, *exc: object) -> None:
+            log.append("exit")
+
+    async def app(session: statesession.Session) -> None:
+        value = await session.enter_resource("sandbox", Sandbox())
+        await session.send(value)
+        async for _ in session:
+            pass
+
+    async with serving(app) as served:
+        peer, _ = await served.new_session()
+        assert (await peer.receive_type("msg"))["data"] == "sandbox-1"
+        await peer.send({"type": "bye"})
+        await peer.receive_type("closed")
+    assert log == ["enter", "exit"]
+
+
+@pytest.mark.parametrize(
+    ("hooks", "reason"),
+    [
+        ({"setup": "raise"}, "setup_failed"),
+        ({"health_check": False}, "health_check_failed"),
+    ],
+)
+async def test_session_activation_needs_setup_and_health(
+    autojump_clock: trio.testing.MockClock, hooks: dict[str, Any], reason: str
+) -> None:
+    """A session whose allocation fails or whose health check fails never becomes active;
+    its client is refused and what setup registered is cleaned up."""
+    cleaned: list[str] = []
+    ran: list[str] = []
+
+    async def setup(session: statesession.Session) -> None:
+        session.add_resource("scratch", lambda: cleaned.append("scratch"))
+        if hooks.get("setup") == "raise":
+            raise RuntimeError("no sandbox available")
+
+    async def health_check(session: statesession.Session) -> bool:
+        return bool(hooks.get("health_check", True))
+
+    async def app(session: statesession.Session) -> None:
+        ran.append("app")
+
+    async with serving(app, setup=setup, health_check=health_check) as served:
+        peer = await served.peer()
+        error = await peer.hello()
+        assert error["type"] == "error"
+        assert error["code"] == "terminated"
+        assert reason in error["message"]
+        assert error["fatal"] is True
+        await peer.expect_closed()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(served.manager) == 0
+    assert cleaned == ["scratch"]
+    assert ran == []
+
+
+async def test_session_resumes_within_the_window_with_replay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A cut connection leaves the session reconnecting; resuming with the token within
+    the window replays every message above the client's ack, in order."""
+
+    async def app(session: statesession.Session) -> None:
+        async for message in session:
+            for i in range(3):
+                await session.send(f"{message.data}-{i}")
+
+    async with serving(app) as served:
+        peer, welcome = await served.new_session()
+        session = served.manager.sessions[welcome["session"]]
+        await peer.send({"type": "msg", "seq": 1, "data": "a"})
+        first = await peer.receive_type("msg")
+        assert first["seq"] == 1
+        assert isinstance(peer.channel, MemoryChannel)
+        peer.channel.cut()
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.state == "reconnecting"
+        await trio.sleep(20)
+        again = await served.peer()
+        resumed = await again.hello(
+            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=1
+        )
+        assert resumed["resumed"] is True
+        assert resumed["ack"] == 1
+        assert [(await again.receive_type("msg"))["data"] for _ in range(2)] == ["a-1", "a-2"]
+        assert session.state == "active"
+
+
+async def test_session_window_expiry_terminates(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Without a store, a session nobody resumes within the window is terminated, and a
+    late resume is told so."""
+    async with serving() as served:
+        peer, welcome = await served.new_session()
+        session = served.manager.sessions[welcome["session"]]
+        assert isinstance(peer.channel, MemoryChannel)
+        peer.channel.cut()
+        report = await session.wait_terminated()
+        assert session.state == "terminated"
+        assert report is not None
+        assert report.reason == "window_expired"
+        assert trio.current_time() == pytest.approx(30.0, abs=0.1)
+        late = await served.peer()
+        error = await late.hello(session=welcome["session"], token=welcome["token"])
+        assert error["code"] == "terminated"
+        assert "window_expired" in error["message"]
+
+
+async def test_session_heartbeat_pings_idle_peers_and_drops_silent_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An idle peer is pinged every interval; one that answers stays, one that stays
+    silent past the timeout is dropped and the session goes to reconnecting."""
+    async with serving() as served:
+        lively, _ = await served.new_session()
+        silent, welcome = await served.new_session()
+        quiet_session = served.manager.sessions[welcome["session"]]
+
+        async def answer_pings() -> None:
+            while True:
+                frame = await lively.receive(timeout=100)
+                if frame["type"] == "ping":
+                    await lively.send({"type": "pong"})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer_pings)
+            assert (await silent.receive(timeout=11))["type"] == "ping"
+            assert trio.current_time() == pytest.approx(10.0, abs=0.1)
+            await silent.expect_closed(timeout=25)
+            assert trio.current_time() == pytest.approx(30.0, abs=0.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert quiet_session.state == "reconnecting"
+            await trio.sleep(60)
+            assert served.manager.statistics().connections == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_session_connections_share_and_each_gets_every_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as served:
+        first, welcome = await served.new_session()
+        second = await served.peer()
+        joined = await second.hello(session=welcome["session"], token=welcome["token"])
+        assert joined["type"] == "welcome"
+        assert joined["client"] != welcome["client"]
+        await first.send({"type": "msg", "seq": 1, "data": "from first"})
+        await second.send({"type": "msg", "seq": 1, "data": "from second"})
+        got_first = [(await first.receive_type("msg"))["data"] for _ in range(2)]
+        got_second = [(await second.receive_type("msg"))["data"] for _ in range(2)]
+        assert got_first == got_second
+        assert sorted(got_first) == ["from first", "from second"]
+
+
+async def test_session_takeover_policy_closes_the_old_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving(config=SessionConfig(attach_policy="takeover")) as served:
+        first, welcome = await served.new_session()
+        second = await served.peer()
+        await second.hello(session=welcome["session"], token=welcome["token"])
+        assert await first.receive_type("closed") == {"type": "closed", "reason": "taken_over"}
+        await first.expect_closed()
+        await second.send({"type": "msg", "seq": 1, "data": "mine now"})
+        assert (await second.receive_type("msg"))["data"] == "mine now"
+
+
+async def test_session_same_client_reconnecting_replaces_its_old_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client that reconnects while its old connection still looks alive (half-open)
+    replaces it."""
+    async with serving() as served:
+        old, welcome = await served.new_session()
+        new = await served.peer()
+        await new.hello(
+            session=welcome["session"], token=welcome["token"], client=welcome["client"]
+        )
+        assert await old.receive_type("closed") == {"type": "closed", "reason": "replaced"}
+        await old.expect_closed()
+        await trio.testing.wait_all_tasks_blocked()
+        assert served.manager.statistics().connections == 1
+
+
+async def test_session_duplicate_client_messages_are_processed_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A resent client message is dropped and acknowledged again."""
+    received: list[Any] = []
+
+    async def app(session: statesession.Session) -> None:
+        async for message in session:
+            received.append((message.client, message.seq, message.data))
+
+    async with serving(app) as served:
+        peer, welcome = await served.new_session()
+        await peer.send({"type": "msg", "seq": 1, "data": "x"})
+        assert await peer.receive_type("ack") == {"type": "ack", "seq": 1}
+        await peer.send({"type": "msg", "seq": 1, "data": "x"})
+        assert await peer.receive_type("ack") == {"type": "ack", "seq": 1}
+        await peer.send({"type": "msg", "seq": 2, "data": "y"})
+        assert await peer.receive_type("ack") == {"type": "ack", "seq": 2}
+        await trio.testing.wait_all_tasks_blocked()
+        assert received == [(welcome["client"], 1, "x"), (welcome["client"], 2, "y")]
+
+
+async def test_session_backpressure_waits_for_acks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With a full buffer, send waits until the client acknowledges."""
+    progress: list[int] = []
+
+    async def app(session: statesession.Session) -> None:
+        for i in range(1, 6):
+            await session.send(i)
+            progress.append(i)
+        await trio.sleep_forever()
+
+    async with serving(app, config=SessionConfig(buffer_messages=3)) as served:
+        peer, _ = await served.new_session()
+        for _ in range(3):
+            await peer.receive_type("msg")
+        await trio.testing.wait_all_tasks_blocked()
+        assert progress == [1, 2, 3]
+        await peer.send({"type": "ack", "seq": 2})
+        await trio.testing.wait_all_tasks_blocked()
+        assert progress == [1, 2, 3, 4, 5]
+
+
+async def test_session_drop_oldest_never_blocks_and_reports_the_gap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With drop_oldest, send never waits; a client resuming from a dropped message gets
+    resume_gap instead of a silent hole."""
+
+    async def app(session: statesession.Session) -> None:
+        async for _ in session:
+            for i in range(10):
+                await session.send(i)
+
+    config = SessionConfig(buffer_messages=3, overflow="drop_oldest")
+    async with serving(app, config=config) as served:
+        peer, welcome = await served.new_session()
+        assert isinstance(peer.channel, MemoryChannel)
+        peer.channel.cut()
+        await trio.testing.wait_all_tasks_blocked()
+        # An unbuffered channel: the server can only send as fast as this peer reads.
+        again = await served.peer(buffer=0)
+        resumed = await again.hello(
+            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=0
+        )
+        assert resumed["type"] == "welcome"
+        await again.send({"type": "msg", "seq": 1, "data": "go"})
+        await trio.testing.wait_all_tasks_blocked()
+        session = served.manager.sessions[welcome["session"]]
+        assert session.statistics().dropped_messages == 7
+        seqs = []
+        while (frame := await again.receive())["type"] != "error":
+            if frame["type"] == "msg":
+                seqs.append(frame["seq"])
+        # Whatever reached the client is a gapless prefix; then the gap is reported.
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert frame["code"] == "resume_gap"
+        assert frame["fatal"] is True
+        assert f"messages {len(seqs) + 1}..7 were dropped" in frame["message"]
+        await again.expect_closed()
+        third = await served.peer()
+        gap = await third.hello(
+            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=1
+        )
+        assert gap["code"] == "resume_gap"
+        assert "messages 2..7 are no longer held" in gap["message"]
+
+
+async def test_session_statistics_count(autojump_clock: trio.testing.MockClock) -> None:
+    async with serving() as served:
+        peer, welcome = await served.new_session()
+        await peer.send({"type": "msg", "seq": 1, "data": "x"})
+        await peer.receive_type("msg")
+        stats = served.manager.sessions[welcome["session"]].statistics()
+        assert attrs.asdict(stats) == {
+            "state": "active",
+            "connections": 1,
+            "clients": 1,
+            "buffered_messages": 1,
+            "buffered_bytes": stats.buffered_bytes,
+            "dropped_messages": 0,
+            "sent_messages": 1,
+            "received_messages": 1,
+            "tasks": 1,
+            "resources": 0,
+        }
+        assert stats.buffered_bytes == len('{"type":"msg","seq":1,"data":"x"}')
+
+
+async def test_session_terminate_from_the_manager(autojump_clock: trio.testing.MockClock) -> None:
+    async with serving(echo_app) as served:
+        peer, welcome = await served.new_session()
+        assert served.manager.terminate(welcome["session"], "admin")
+        assert not served.manager.terminate("nope")
+        assert await peer.receive_type("state") == {"type": "state", "state": "terminating"}
+        assert await peer.receive_type("closed") == {"type": "closed", "reason": "admin"}
+
+
+async def test_session_raw_peer_helper_types(autojump_clock: trio.testing.MockClock) -> None:
+    """The helpers' RawPeer speaks real frames (guards the other tests' assumptions)."""
+    async with serving() as served:
+        peer = await served.peer()
+        assert isinstance(peer, RawPeer)
+        await peer.send({"type": "ping"})
+        error = await peer.receive()
+        assert error["code"] == "bad_frame"
+        assert "first frame must be hello" in error["message"]
