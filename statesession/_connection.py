@@ -60,6 +60,7 @@ class Connection:
 
     __slots__ = (
         "_ack_sent",
+        "_bye",
         "_control",
         "_final",
         "_flush",
@@ -96,6 +97,7 @@ class Connection:
         self._reack = False
         self._final: str | None = None
         self._flush = False
+        self._bye = False
         self._scope = trio.CancelScope()
 
     # -- called by the session (synchronously) ------------------------------------------
@@ -185,7 +187,7 @@ class Connection:
                 elif kind is PingFrame:
                     self.queue(PONG_TEXT)
                 elif kind is ByeFrame:
-                    assert isinstance(frame, ByeFrame)
+                    self._bye = True
                     session.terminate("bye")
                 elif kind is HelloFrame:
                     raise ProtocolError("bad_frame", "hello may only be the first frame")
@@ -196,7 +198,7 @@ class Connection:
 
     async def _on_msg(self, frame: MsgFrame) -> None:
         session = self.session
-        if session.closing:
+        if session.closing or self._bye:
             raise ProtocolError(
                 "terminated",
                 f"session is terminating ({session.reason}); msg {frame.seq} was not processed",

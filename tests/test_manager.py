@@ -1,0 +1,215 @@
+"""The session manager: admission, authentication, observers, and shutdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import statesession
+from statesession import SessionConfig
+from statesession.testing import memory_channel_pair
+
+from .helpers import echo_app, live_tasks, serving
+
+
+async def test_manager_limits_total_sessions(autojump_clock: trio.testing.MockClock) -> None:
+    """Past max_sessions a new client is refused with session_limit and a reason."""
+    async with serving(config=SessionConfig(max_sessions=2)) as served:
+        await served.new_session()
+        await served.new_session()
+        peer = await served.peer()
+        error = await peer.hello()
+        assert error["code"] == "session_limit"
+        assert error["fatal"] is True
+        assert "limit of 2 sessions (max_sessions)" in error["message"]
+        await peer.expect_closed()
+        assert served.manager.statistics().refused == 1
+
+
+async def test_manager_limits_sessions_per_principal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = SessionConfig(max_sessions_per_principal=1)
+    async with serving(config=config, authenticate=lambda auth: auth["user"]) as served:
+        ann = await served.peer()
+        assert (await ann.hello(auth={"user": "ann"}))["type"] == "welcome"
+        ann_again = await served.peer()
+        error = await ann_again.hello(auth={"user": "ann"})
+        assert error["code"] == "session_limit"
+        assert "'ann' holds its limit of 1 sessions" in error["message"]
+        bob = await served.peer()
+        assert (await bob.hello(auth={"user": "bob"}))["type"] == "welcome"
+
+
+async def test_manager_authentication_failure_is_bad_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def authenticate(auth: Any) -> str:
+        await trio.sleep(0)
+        if auth != "secret":
+            raise PermissionError("unknown key")
+        return "ann"
+
+    async with serving(authenticate=authenticate) as served:
+        refused = await served.peer()
+        error = await refused.hello(auth="guess")
+        assert error == {
+            "type": "error",
+            "code": "bad_token",
+            "fatal": True,
+            "message": "authentication failed: unknown key",
+        }
+        peer = await served.peer()
+        welcome = await peer.hello(auth="secret")
+        session = served.manager.sessions[welcome["session"]]
+        assert session.principal == "ann"
+
+
+async def test_manager_token_is_bound_to_its_principal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With authentication, another principal cannot resume a session even with its
+    token."""
+    async with serving(authenticate=lambda auth: auth) as served:
+        owner = await served.peer()
+        welcome = await owner.hello(auth="ann")
+        thief = await served.peer()
+        error = await thief.hello(session=welcome["session"], token=welcome["token"], auth="eve")
+        assert error["code"] == "bad_token"
+        assert "another principal" in error["message"]
+        friend = await served.peer()
+        joined = await friend.hello(session=welcome["session"], token=welcome["token"], auth="ann")
+        assert joined["type"] == "welcome"
+
+
+async def test_manager_shutdown_terminates_every_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Leaving open_manager tells every client server_shutdown, runs every cascade, and
+    returns with no session task left."""
+    closed: list[str] = []
+
+    async def app(session: statesession.Session) -> None:
+        session.add_resource("db", lambda: closed.append(session.id))
+        session.start_soon(trio.sleep_forever)
+        async for message in session:
+            await session.send(message.data)
+
+    async with trio.open_nursery() as nursery:
+        async with statesession.open_manager(app) as manager:
+            peers = []
+            for _ in range(3):
+                server, client = memory_channel_pair()
+                nursery.start_soon(manager.serve_channel, server)
+                peer_channel = client
+                await peer_channel.send('{"type":"hello","v":1}')
+                peers.append(peer_channel)
+            for channel in peers:
+                assert '"welcome"' in await channel.receive()
+            ids = list(manager.sessions)
+            # a connection still in its handshake when the server stops
+            server, lingering = memory_channel_pair()
+            nursery.start_soon(manager.serve_channel, server)
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(manager) == 0
+        assert sorted(closed) == sorted(ids)
+        for channel in peers:
+            frames = [await channel.receive(), await channel.receive()]
+            assert frames[-1] == '{"type":"closed","reason":"server_shutdown"}'
+        assert '"code":"server_shutdown"' in await lingering.receive()
+        assert not [t for t in live_tasks() if any(t.name.startswith(i) for i in ids)]
+
+
+async def test_manager_refuses_new_connections_after_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with statesession.open_manager(echo_app) as manager:
+        pass
+    server, client = memory_channel_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(manager.serve_channel, server)
+        await client.send('{"type":"hello","v":1}')
+        assert '"code":"server_shutdown"' in await client.receive()
+
+
+async def test_manager_body_exception_is_raised_as_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An error in the code inside open_manager comes out unwrapped, after every session
+    was cleaned up."""
+    closed: list[str] = []
+
+    async def app(session: statesession.Session) -> None:
+        session.add_resource("r", lambda: closed.append("r"))
+        await trio.sleep_forever()
+
+    with pytest.raises(KeyError, match="oops"):
+        async with statesession.open_manager(app) as manager:
+            server, client = memory_channel_pair()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(manager.serve_channel, server)
+                await client.send('{"type":"hello","v":1}')
+                assert '"welcome"' in await client.receive()
+                nursery.cancel_scope.cancel()
+            raise KeyError("oops")
+    assert closed == ["r"]
+
+
+async def test_manager_cancelled_still_cleans_up(autojump_clock: trio.testing.MockClock) -> None:
+    """Cancelling the code around the manager still runs every cascade (shielded)."""
+    closed: list[str] = []
+
+    async def app(session: statesession.Session) -> None:
+        async def close() -> None:
+            await trio.sleep(1)
+            closed.append("r")
+
+        session.add_resource("r", close)
+        await trio.sleep_forever()
+
+    with trio.move_on_after(5):
+        async with serving(app) as served:
+            await served.new_session()
+            await trio.sleep_forever()
+    assert closed == ["r"]
+
+
+async def test_manager_observers_see_every_state_change(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("observer bug")
+
+    async with serving() as served:
+        served.manager.add_observer(lambda s, e, src, dst: seen.append((e, src, dst)))
+        served.manager.add_observer(broken)
+        peer, welcome = await served.new_session()
+        await peer.send({"type": "bye"})
+        await peer.receive_type("closed")
+        await served.manager.sessions[welcome["session"]].wait_terminated()
+    assert seen == [
+        ("activate", "initializing", "active"),
+        ("terminate", "active", "terminating"),
+        ("finish", "terminating", "terminated"),
+    ]
+    assert "observer bug" in caplog.text
+
+
+async def test_manager_statistics(autojump_clock: trio.testing.MockClock) -> None:
+    async with serving() as served:
+        await served.new_session()
+        peer, _ = await served.new_session()
+        assert isinstance(peer.channel, statesession.testing.MemoryChannel)
+        peer.channel.cut()
+        await trio.testing.wait_all_tasks_blocked()
+        stats = served.manager.statistics()
+        assert stats.sessions == 2
+        assert dict(stats.by_state) == {"active": 1, "reconnecting": 1}
+        assert stats.connections == 1
+        assert stats.created == 2
+        assert not stats.closing
