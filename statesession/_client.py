@@ -319,13 +319,13 @@ class Client:
             log.warning("server answered hello with %s; reconnecting", type(frame).__name__)
             return False
         self._welcome(frame)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, channel, nursery.cancel_scope)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop, channel, nursery.cancel_scope)
+            try:
                 await self._read_loop(channel)
-                nursery.cancel_scope.cancel()
-        except ChannelError:
-            pass
+            except ChannelError:
+                pass
+            nursery.cancel_scope.cancel()
         return True
 
     def _welcome(self, frame: WelcomeFrame) -> None:

@@ -195,7 +195,9 @@ class Delivery:
                 fatal=True,
             )
         self.clients[client_id] = cursor
+        # Resuming from ``seen`` acknowledges everything up to it.
         cursor.acked = max(cursor.acked, seen)
+        self._trim()
         return cursor, seen
 
     def _make_room(self, now: float) -> None:

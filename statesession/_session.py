@@ -778,6 +778,7 @@ class Session:
         self._delivery.attached(cursor)
         connection.attach(cursor, seen, now)
         self._connections.append(connection)
+        self._room_lot.unpark_all()  # the resume may have acknowledged buffered messages
         log.info(
             "session %s: %s attached as client %s (ack %d)",
             self.id,

@@ -90,6 +90,19 @@ def test_delivery_trims_only_what_every_client_acknowledged() -> None:
     assert delivery.buffer.first_seq == 3
 
 
+def test_delivery_resume_ack_trims_the_buffer() -> None:
+    """Resuming with ack=n acknowledges up to n: those messages leave the buffer (else a
+    backpressured sender would wait forever)."""
+    delivery = make_delivery()
+    a, _ = delivery.admit("a", None, now=0)
+    delivery.attached(a)
+    for i in range(3):
+        delivery.buffer.append(frame(i))
+    delivery.detached(a, now=0)
+    delivery.admit("a", 3, now=1)
+    assert len(delivery.buffer) == 0
+
+
 def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
     delivery = make_delivery()
     a, _ = delivery.admit("a", None, now=0)
@@ -234,6 +247,12 @@ class DeliveryModel(RuleBasedStateMachine):
             if seqs:
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), (client, seqs)
             assert len(set(seqs)) == len(seqs)
+
+    @invariant()
+    def buffer_holds_nothing_every_client_acknowledged(self) -> None:
+        clients = self.delivery.clients
+        if clients and len(self.delivery.buffer):
+            assert self.delivery.buffer.first_seq > min(c.acked for c in clients.values())
 
     @invariant()
     def buffer_holds_a_contiguous_suffix(self) -> None:
