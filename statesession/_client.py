@@ -155,7 +155,9 @@ class Client:
         self._closed_reason: str | None = None
         self._failure: BaseException | None = None
         self._bye_sent = False
+        self._bye_reason: str | None = None
         self._ended = trio.Event()
+        self._last_error = "none"
 
     # -- the application's API ------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class Client:
         if self._ended.is_set():
             return
         self._bye_sent = True
+        self._bye_reason = reason
         self._control.append(encode_frame(ByeFrame(reason=reason)))
         self._writer_lot.unpark_all()
         await self._ended.wait()
@@ -247,7 +250,8 @@ class Client:
                 try:
                     channel = await self._connect()
                 except (OSError, ChannelError) as exc:
-                    log.info("connect failed: %s", exc)
+                    self._last_error = f"connect failed: {exc}"
+                    log.info("%s", self._last_error)
                 else:
                     self._channel = channel
                     try:
@@ -266,17 +270,19 @@ class Client:
                 now = trio.current_time()
                 dropped_at = now if dropped_at is None else dropped_at
                 limit = self._give_up_after if self._give_up_after is not None else self._window
-                if now - dropped_at >= limit:
+                remaining = dropped_at + limit - now
+                if remaining <= 0:
                     self._fail(
                         RemoteError(
                             "unreachable",
-                            f"could not reach the server for {limit:g} s; giving up",
+                            f"could not reach the server for {limit:g} s; giving up "
+                            f"(last error: {self._last_error})",
                         )
                     )
                     return
-                await trio.sleep(self._backoff.delay(attempt))
+                await trio.sleep(min(self._backoff.delay(attempt), remaining))
                 attempt += 1
-        except RemoteError as exc:
+        except (RemoteError, ProtocolError) as exc:
             self._fail(exc)
 
     def _fail(self, error: BaseException) -> None:
@@ -306,13 +312,17 @@ class Client:
         try:
             await channel.send(encode_frame(hello))
             with trio.move_on_after(max(self._heartbeat * 3, 10.0)) as waited:
-                frame = decode_server_frame(await channel.receive(), max_frame=self._max_frame)
-        except (ChannelError, ProtocolError) as exc:
-            log.info("handshake failed: %s", exc)
+                text = await channel.receive()
+        except ChannelError as exc:
+            self._last_error = f"handshake failed: {exc}"
+            log.info("%s", self._last_error)
             return False
         if waited.cancelled_caught:
-            log.info("no welcome from the server; reconnecting")
+            self._last_error = "no welcome from the server"
+            log.info("%s; reconnecting", self._last_error)
             return False
+        # A server whose answer is not valid v1 will not get better by retrying.
+        frame = decode_server_frame(text, max_frame=self._max_frame)
         if isinstance(frame, ErrorFrame):
             raise self._remote_error(frame)
         if not isinstance(frame, WelcomeFrame):
@@ -340,7 +350,7 @@ class Client:
         self._acked_sent = self._received
         self._control.clear()
         if self._bye_sent:
-            self._control.append(encode_frame(ByeFrame()))
+            self._control.append(encode_frame(ByeFrame(reason=self._bye_reason)))
         self._connected = True
         self._connects += 1
         self._welcomed.set()

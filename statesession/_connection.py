@@ -187,7 +187,9 @@ class Connection:
                 elif kind is PingFrame:
                     self.queue(PONG_TEXT)
                 elif kind is ByeFrame:
+                    assert isinstance(frame, ByeFrame)
                     self._bye = True
+                    log.info("session %s: %s said bye (%s)", session.id, self.peer, frame.reason)
                     session.terminate("bye")
                 elif kind is HelloFrame:
                     raise ProtocolError("bad_frame", "hello may only be the first frame")
