@@ -21,7 +21,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import attrs
@@ -331,10 +331,8 @@ class Client:
         self._welcome(frame)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_loop, channel, nursery.cancel_scope)
-            try:
+            with suppress(ChannelError):
                 await self._read_loop(channel)
-            except ChannelError:
-                pass
             nursery.cancel_scope.cancel()
         return True
 

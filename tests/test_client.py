@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -91,7 +92,7 @@ async def test_client_reconnects_with_exponential_backoff_and_jitter(
         async with statesession.open_client(flaky, backoff=backoff) as client:
             await client.send("hi")
             assert await client.receive() == "hi"
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     bases = [0.1, 0.2, 0.4, 0.8, 1.0]
     for gap, base in zip(gaps, bases, strict=True):
         assert base * 0.5 <= gap <= base * 1.5

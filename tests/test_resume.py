@@ -21,6 +21,7 @@ async def test_resume_ten_thousand_each_way_through_cuts(
     """0 lost, 0 duplicated, order kept, both ways, with a cut every 40-60 frames."""
     rng = random.Random(1234)
     app_received: list[int] = []
+    app_done = trio.Event()
     cuts: list[FaultyChannel] = []
 
     async def app(session: statesession.Session) -> None:
@@ -31,6 +32,8 @@ async def test_resume_ten_thousand_each_way_through_cuts(
         session.start_soon(produce)
         async for message in session:
             app_received.append(message.data)
+            if len(app_received) == COUNT:
+                app_done.set()
 
     async with trio.open_nursery() as nursery, statesession.open_manager(app) as manager:
 
@@ -53,8 +56,7 @@ async def test_resume_ten_thousand_each_way_through_cuts(
                 while len(client_received) < COUNT:
                     client_received.append(await client.receive())
                 with trio.fail_after(60):
-                    while len(app_received) < COUNT:
-                        await trio.sleep(0.1)
+                    await app_done.wait()
             session = manager.sessions[client.session_id or ""]
             assert session.statistics().received_messages == COUNT
 
