@@ -48,6 +48,10 @@ class CleanupReport:
     duration: float
     #: The exception that ended the session, as ``"ExcType: message"`` (an app crash).
     error: str | None = None
+    #: The report of an earlier pass, when this one retried a cleanup that had failed
+    #: (a session terminated again from ``error``). Each pass closes only what was
+    #: left; every resource is closed at most once.
+    previous: CleanupReport | None = None
 
     @property
     def failed(self) -> tuple[CleanupItem, ...]:
@@ -56,5 +60,14 @@ class CleanupReport:
 
     @property
     def clean(self) -> bool:
-        """Whether cleanup left nothing behind (no ``FAILED`` item)."""
+        """Whether this pass left nothing behind (no ``FAILED`` item)."""
         return not self.failed
+
+    def passes(self) -> tuple[CleanupReport, ...]:
+        """This report and the earlier passes it retried, oldest first."""
+        chain: list[CleanupReport] = []
+        report: CleanupReport | None = self
+        while report is not None:
+            chain.append(report)
+            report = report.previous
+        return tuple(reversed(chain))

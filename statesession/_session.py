@@ -607,6 +607,7 @@ class Session:
             resources=tuple(resource_items),
             duration=trio.current_time() - started,
             error=_describe(self._failure) if self._failure is not None else None,
+            previous=self.report,
         )
         self._post_event("finish", leaked=len(self.report.failed))
 
