@@ -49,28 +49,26 @@ class MemoryChannel(Channel):
         if self._link.cut:
             raise ChannelBrokenError(f"{self.peer} was cut")
 
-    def _broken(self, exc: BaseException) -> ChannelBrokenError | ChannelClosedError:
+    def _broken(self) -> ChannelBrokenError | ChannelClosedError:
         if self._closed:
             return ChannelClosedError(f"{self.peer} was closed by this side")
         if self._link.cut:
             return ChannelBrokenError(f"{self.peer} was cut")
-        error = ChannelBrokenError(f"{self.peer}: the peer closed the channel")
-        error.__cause__ = exc
-        return error
+        return ChannelBrokenError(f"{self.peer}: the peer closed the channel")
 
     async def send(self, frame: str) -> None:
         self._check()
         try:
             await self._send.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise self._broken(exc) from None
+            raise self._broken() from exc
 
     async def receive(self) -> str:
         self._check()
         try:
             frame = await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
-            raise self._broken(exc) from None
+            raise self._broken() from exc
         limit = self._max_frame
         if limit is not None and len(frame) > limit // 4:
             size = (

@@ -1,0 +1,146 @@
+"""The in-memory channel pair and the fault-injecting wrapper."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from statesession import ChannelBrokenError, ChannelClosedError, FrameTooLargeError
+from statesession.testing import FaultyChannel, memory_channel_pair
+
+
+async def test_memory_pair_moves_frames_in_order_both_ways() -> None:
+    server, client = memory_channel_pair()
+    for i in range(10):
+        await client.send(f"c{i}")
+        await server.send(f"s{i}")
+    assert [await server.receive() for _ in range(10)] == [f"c{i}" for i in range(10)]
+    assert [await client.receive() for _ in range(10)] == [f"s{i}" for i in range(10)]
+
+
+async def test_memory_pair_closed_by_this_side_vs_broken_by_the_peer() -> None:
+    """aclose() makes this side's calls ChannelClosedError; the peer sees the frames sent
+    before the close, then ChannelBrokenError."""
+    server, client = memory_channel_pair()
+    await client.send("last words")
+    await client.aclose()
+    await client.aclose()  # idempotent
+    with pytest.raises(ChannelClosedError):
+        await client.send("x")
+    with pytest.raises(ChannelClosedError):
+        await client.receive()
+    assert await server.receive() == "last words"
+    with pytest.raises(ChannelBrokenError) as info:
+        await server.receive()
+    assert info.value.__cause__ is not None
+    with pytest.raises(ChannelBrokenError):
+        await server.send("anyone?")
+
+
+async def test_memory_pair_cut_breaks_both_ends_and_loses_frames_in_flight() -> None:
+    server, client = memory_channel_pair()
+    await client.send("in flight")
+    client.cut()
+    with pytest.raises(ChannelBrokenError, match="cut"):
+        await server.receive()
+    with pytest.raises(ChannelBrokenError, match="cut"):
+        await client.send("x")
+
+
+async def test_memory_pair_cut_wakes_a_blocked_receive() -> None:
+    server, client = memory_channel_pair()
+
+    async def cut_soon() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        client.cut()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cut_soon)
+        with pytest.raises(ChannelBrokenError):
+            await server.receive()
+
+
+async def test_memory_pair_send_waits_when_the_peer_stops_reading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server, client = memory_channel_pair(buffer=2)
+    await client.send("1")
+    await client.send("2")
+    with trio.move_on_after(1) as waited:
+        await client.send("3")
+    assert waited.cancelled_caught
+
+
+async def test_memory_pair_receive_enforces_max_frame() -> None:
+    server, client = memory_channel_pair(max_frame=10)
+    await client.send("é" * 6)  # 12 bytes
+    with pytest.raises(FrameTooLargeError) as info:
+        await server.receive()
+    assert (info.value.size, info.value.limit) == (12, 10)
+
+
+def test_memory_pair_rejects_a_bad_buffer() -> None:
+    with pytest.raises(ValueError, match="buffer"):
+        memory_channel_pair(buffer=-1)
+    memory_channel_pair(buffer=math.inf)
+
+
+async def test_faulty_cut_after_counts_frames_both_ways() -> None:
+    server, client = memory_channel_pair()
+    faulty = FaultyChannel(client, cut_after=3)
+    await faulty.send("a")
+    await server.send("b")
+    assert await faulty.receive() == "b"
+    await faulty.send("c")
+    assert faulty.is_cut
+    with pytest.raises(ChannelBrokenError):
+        await faulty.send("d")
+    with pytest.raises(ChannelBrokenError):  # "a" and "c" were in flight: lost
+        await server.receive()
+
+
+async def test_faulty_drop_and_delay(autojump_clock: trio.testing.MockClock) -> None:
+    server, client = memory_channel_pair()
+    faulty = FaultyChannel(client, drop=lambda f: f.startswith("x"), delay=0.5)
+    await faulty.send("x-dropped")
+    await faulty.send("kept")
+    assert await server.receive() == "kept"
+    assert trio.current_time() == pytest.approx(0.5)
+    await server.send("x-also-dropped")
+    await server.send("seen")
+    assert await faulty.receive() == "seen"
+
+
+async def test_faulty_silence_drops_everything_without_closing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server, client = memory_channel_pair()
+    faulty = FaultyChannel(client)
+    faulty.silence()
+    await faulty.send("lost")
+    await server.send("also lost")
+    with trio.move_on_after(5) as waited:
+        await faulty.receive()
+    assert waited.cancelled_caught
+    with trio.move_on_after(5) as waited:
+        await server.receive()
+    assert waited.cancelled_caught
+
+
+async def test_faulty_cut_wakes_pending_operations() -> None:
+    server, client = memory_channel_pair()
+    faulty = FaultyChannel(client)
+
+    async def cut_soon() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        faulty.cut()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cut_soon)
+        with pytest.raises(ChannelBrokenError):
+            await faulty.receive()
+    with pytest.raises(ChannelBrokenError):
+        await server.receive()
