@@ -66,7 +66,7 @@ async def test_memory_pair_cut_wakes_a_blocked_receive() -> None:
 async def test_memory_pair_send_waits_when_the_peer_stops_reading(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server, client = memory_channel_pair(buffer=2)
+    _server, client = memory_channel_pair(buffer=2)
     await client.send("1")
     await client.send("2")
     with trio.move_on_after(1) as waited:
