@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,6 +28,7 @@ import trio
 from ._channel import Channel
 from ._delivery import ClientCursor, ReplayBuffer
 from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError
+from ._fifo import Fifo
 from ._protocol import (
     PONG_TEXT,
     AckFrame,
@@ -59,6 +59,7 @@ class Connection:
     """A channel attached to a session as one client."""
 
     __slots__ = (
+        "_aborted",
         "_ack_sent",
         "_bye",
         "_control",
@@ -66,6 +67,7 @@ class Connection:
         "_flush",
         "_reack",
         "_scope",
+        "_sending_since",
         "channel",
         "client",
         "cursor",
@@ -92,13 +94,17 @@ class Connection:
         self.next_seq = 1
         self.last_received = trio.current_time()
         self.last_ping = -math.inf
-        self._control: deque[str] = deque()
+        self._control: Fifo[str] = Fifo()
         self._ack_sent = 0
         self._reack = False
         self._final: str | None = None
         self._flush = False
         self._bye = False
-        self._scope = trio.CancelScope()
+        #: The connection's nursery scope once it runs: cancelling it drops the
+        #: connection, and its deadline bounds the frame being sent.
+        self._scope: trio.CancelScope | None = None
+        self._aborted = False
+        self._sending_since: float | None = None
 
     # -- called by the session (synchronously) ------------------------------------------
 
@@ -146,21 +152,34 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the connection now, sending nothing more."""
-        self._scope.cancel()
+        self._aborted = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     @property
     def aborted(self) -> bool:
-        return self._scope.cancel_called
+        return self._aborted
 
     # -- the connection's own task ------------------------------------------------------
 
     async def run(self) -> None:
         """Read and write until the connection ends."""
-        with self._scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, nursery.cancel_scope)
-                await self._read_loop()
+        async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
+            if self._aborted:
                 nursery.cancel_scope.cancel()
+            nursery.start_soon(self._write_loop)
+            await self._read_loop()
+            nursery.cancel_scope.cancel()
+        timeout = self.session._manager.config.send_timeout
+        since = self._sending_since
+        if since is not None and trio.current_time() - since >= timeout:
+            log.info(
+                "session %s: %s took over %.1f s to take a frame; dropped it",
+                self.session.id,
+                self.peer,
+                trio.current_time() - since,
+            )
 
     async def _read_loop(self) -> None:
         session = self.session
@@ -210,34 +229,30 @@ class Connection:
             self._reack = True
         session._writers.unpark_all()
 
-    async def _write_loop(self, done: trio.CancelScope) -> None:
+    async def _write_loop(self) -> None:
         session = self.session
         buffer = session._delivery.buffer
         send = self.channel.send
         timeout = session._manager.config.send_timeout
+        scope = self._scope
+        assert scope is not None
         try:
-            with trio.CancelScope() as guard:
-                while True:
-                    text, last = self._next_frame(buffer)
-                    if text is None:
-                        await session._writers.park()
-                        continue
-                    guard.deadline = trio.current_time() + timeout
-                    await send(text)
-                    guard.deadline = math.inf
-                    if last:
-                        return
-            if guard.cancelled_caught:
-                log.info(
-                    "session %s: %s took over %.1f s to take a frame; dropping it",
-                    session.id,
-                    self.peer,
-                    timeout,
-                )
+            while True:
+                text, last = self._next_frame(buffer)
+                if text is None:
+                    await session._writers.park()
+                    continue
+                self._sending_since = now = trio.current_time()
+                scope.deadline = now + timeout
+                await send(text)
+                scope.deadline = math.inf
+                self._sending_since = None
+                if last:
+                    return
         except ChannelError:
-            pass
+            self._sending_since = None
         finally:
-            done.cancel()
+            scope.cancel()
 
     def _next_frame(self, buffer: ReplayBuffer) -> tuple[str | None, bool]:
         if self._control:

@@ -25,13 +25,13 @@ detached; a session remembers at most ``max_clients`` clients.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from typing import Literal
 
 import attrs
 
 from ._exceptions import ProtocolError
+from ._fifo import Fifo
 
 __all__ = ["ClientCursor", "Delivery", "ReplayBuffer"]
 
@@ -50,7 +50,7 @@ class ReplayBuffer:
     )
 
     def __init__(self, *, max_messages: int, max_bytes: int, drop_oldest: bool) -> None:
-        self._frames: deque[str] = deque()
+        self._frames: Fifo[str] = Fifo()
         #: Seq of the oldest held message (or of the next one, when nothing is held).
         self._first = 1
         self._bytes = 0

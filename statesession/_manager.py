@@ -308,11 +308,7 @@ class SessionManager:
 
     async def _run_session(self, session: Session) -> None:
         try:
-            # Shielded: a session ends through its lifecycle (the manager's shutdown
-            # terminates it), never by a cancellation from outside tearing through its
-            # cleanup cascade.
-            with trio.CancelScope(shield=True):
-                await session._run()
+            await session._run()
         except Exception as exc:
             log.error("session %s crashed: %s", session.id, exc, exc_info=exc)
         finally:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from inspect import isawaitable
@@ -39,6 +38,7 @@ import trio
 
 from ._delivery import ClientCursor, Delivery
 from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
+from ._fifo import Fifo
 from ._protocol import PING_TEXT, ClosedFrame, StateFrame, encode_data, encode_frame
 from ._report import CleanupItem, CleanupReport, Outcome
 
@@ -155,26 +155,22 @@ class Session:
 
     _delivery: Delivery = attrs.field(init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
-    _jobs: deque[tuple[Callable[[], Any], _Reply | None]] = attrs.field(factory=deque, init=False)
+    _jobs: Fifo[tuple[Callable[[], Any], _Reply | None]] = attrs.field(factory=Fifo, init=False)
     _job_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _joining: list[tuple[Connection, int | None, _Reply]] = attrs.field(factory=list, init=False)
     _connections: list[Connection] = attrs.field(factory=list, init=False)
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
-    _ended_lot: trio.lowlevel.ParkingLot = attrs.field(
-        factory=trio.lowlevel.ParkingLot, init=False
-    )
     _resources: list[_Resource] = attrs.field(factory=list, init=False)
-    _incoming: deque[Message] = attrs.field(factory=deque, init=False)
+    _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
     _incoming_lot: trio.lowlevel.ParkingLot = attrs.field(
         factory=trio.lowlevel.ParkingLot, init=False
     )
-    _inbox_room_lot: trio.lowlevel.ParkingLot = attrs.field(
-        factory=trio.lowlevel.ParkingLot, init=False
-    )
-    _room_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
-    _settled: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Rare waits (buffer room, inbox room, tasks or connections ending, settling) share
+    #: one lot: every waiter re-checks its own condition when woken.
+    _changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    _settled: bool = attrs.field(default=False, init=False)
     _app_started: bool = attrs.field(default=False, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _finished: bool = attrs.field(default=False, init=False)
@@ -234,7 +230,7 @@ class Session:
         buffer = self._delivery.buffer
         size = len(body) + _MSG_OVERHEAD
         while not buffer.drop_oldest and not buffer.has_room(size):
-            await self._room_lot.park()
+            await self._changed.park()
             self._check_open()
         buffer.append(f'{{"type":"msg","seq":{buffer.last_seq + 1},"data":{body}}}')
         self._writers.unpark_all()
@@ -252,7 +248,7 @@ class Session:
                 raise SessionClosedError(self.reason or "terminated")
             await self._incoming_lot.park()
         message = self._incoming.popleft()
-        self._inbox_room_lot.unpark()
+        self._changed.unpark_all()  # a connection may wait for room in the inbox
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
@@ -321,7 +317,8 @@ class Session:
     async def wait_terminated(self) -> CleanupReport | None:
         """Wait until the session has settled (``terminated`` or ``error``); return its
         cleanup report (``None`` if it failed before any cleanup ran)."""
-        await self._settled.wait()
+        while not self._settled:
+            await self._changed.park()
         return self.report
 
     @property
@@ -352,6 +349,9 @@ class Session:
         manager = self._manager
         try:
             async with trio.open_nursery() as nursery:
+                # A session ends through its lifecycle (the manager's shutdown terminates
+                # it), never by a cancellation from outside tearing through its cascade.
+                nursery.cancel_scope.shield = True
                 self._nursery = nursery
                 self._run_job(lambda: manager._lifecycle.start(self), None)
                 while not self._done():
@@ -365,8 +365,8 @@ class Session:
             self._nursery = None
             self._finished = True
             self._closing = True
+            self._settled = True
             self._fail_waiters()
-            self._settled.set()
 
     def _done(self) -> bool:
         if self.state == "terminated":
@@ -427,10 +427,8 @@ class Session:
 
     def _wake_all(self) -> None:
         self._incoming_lot.unpark_all()
-        self._inbox_room_lot.unpark_all()
-        self._room_lot.unpark_all()
+        self._changed.unpark_all()
         self._writers.unpark_all()
-        self._ended_lot.unpark_all()
 
     # == lifecycle actions (called by the chart, synchronously, from the actor) ==========
 
@@ -466,7 +464,8 @@ class Session:
         if error is not None:
             self.error = error
             log.error("session %s failed: %s", self.id, _describe(error), exc_info=error)
-        self._settled.set()
+        self._settled = True
+        self._changed.unpark_all()
 
     def end_state(self, state: str) -> None:
         if self._state_scope is not None:
@@ -551,7 +550,7 @@ class Session:
                 else:
                     wake = min(wake, connection.last_received + interval)
             self._delivery.forget_stale(now=now, window=config.reconnect_window)
-            self._room_lot.unpark_all()
+            self._changed.unpark_all()
             await trio.sleep_until(wake)
 
     async def _window_timer(self) -> None:
@@ -579,19 +578,19 @@ class Session:
             connection.finish(closed, flush=True)
         with trio.move_on_after(config.send_timeout):
             while self._connections:
-                await self._ended_lot.park()
+                await self._changed.park()
         for connection in list(self._connections):
             connection.abort()
         # Give tasks the grace period, then cancel the rest and wait for them to unwind.
         with trio.move_on_at(started + config.cancel_grace):
             while self._tasks:
-                await self._ended_lot.park()
+                await self._changed.park()
         for task in self._tasks:
             task.forced = True
             task.scope.cancel()
         with trio.move_on_after(config.cleanup_timeout):
             while self._tasks:
-                await self._ended_lot.park()
+                await self._changed.park()
         now = trio.current_time()
         task_items = tuple(self._task_item(task, started, now) for task in self._doomed)
         self._doomed = []
@@ -703,7 +702,7 @@ class Session:
         finally:
             task.ended_at = trio.current_time()
             del self._tasks[task]
-            self._ended_lot.unpark_all()
+            self._changed.unpark_all()
 
     # == connections (called by Connection and the manager) ===============================
 
@@ -779,7 +778,7 @@ class Session:
         self._delivery.attached(cursor)
         connection.attach(cursor, seen, now)
         self._connections.append(connection)
-        self._room_lot.unpark_all()  # the resume may have acknowledged buffered messages
+        self._changed.unpark_all()  # the resume may have acknowledged buffered messages
         log.info(
             "session %s: %s attached as client %s (ack %d)",
             self.id,
@@ -801,7 +800,7 @@ class Session:
         self._connections.remove(connection)
         if connection.cursor is not None:
             self._delivery.detached(connection.cursor, now=trio.current_time())
-        self._ended_lot.unpark_all()
+        self._changed.unpark_all()
         log.info("session %s: %s detached", self.id, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
@@ -813,7 +812,7 @@ class Session:
             return False
         limit = self._manager.config.inbox_messages
         while len(self._incoming) >= limit and not self._closing:
-            await self._inbox_room_lot.park()
+            await self._changed.park()
         if self._closing:
             return False
         if self._delivery.receive(cursor, seq) == "duplicate":
@@ -828,4 +827,4 @@ class Session:
         before = len(self._delivery.buffer)
         self._delivery.acknowledge(connection.cursor, seq)
         if len(self._delivery.buffer) != before:
-            self._room_lot.unpark_all()
+            self._changed.unpark_all()

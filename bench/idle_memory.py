@@ -1,0 +1,92 @@
+"""Memory per idle live session, in memory, against a same-run baseline.
+
+    python bench/idle_memory.py [--sessions 10000] [--runs 3]
+
+Baseline: per connection, an in-memory channel pair whose server side is held by a task
+waiting for a frame -- what a transport costs before any session exists. Measured: the
+same connection served by a statesession manager, with a welcomed, idle session whose app
+waits for a message. The kernel's share is the difference. Memory is what tracemalloc
+counts (Python allocations), the median of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import tracemalloc
+from collections.abc import Awaitable, Callable
+
+import trio
+import trio.testing
+
+import statesession
+from statesession.testing import memory_channel_pair
+
+
+async def idle_app(session: statesession.Session) -> None:
+    async for message in session:
+        await session.send(message.data)
+
+
+async def measure(count: int, open_one: Callable[[trio.Nursery], Awaitable[object]]) -> float:
+    """Bytes per connection held open by ``open_one``."""
+    async with trio.open_nursery() as nursery:
+        keep = [await open_one(nursery) for _ in range(20)]  # warm up caches
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        keep += [await open_one(nursery) for _ in range(count)]
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        nursery.cancel_scope.cancel()
+    del keep
+    return (after - before) / count
+
+
+async def baseline(count: int) -> float:
+    async def open_one(nursery: trio.Nursery) -> object:
+        server, client = memory_channel_pair(buffer=1)
+
+        async def handler() -> None:
+            await server.receive()
+
+        nursery.start_soon(handler)
+        return client
+
+    return await measure(count, open_one)
+
+
+async def sessions(count: int) -> float:
+    config = statesession.SessionConfig(max_sessions=count + 100)
+    async with statesession.open_manager(idle_app, config=config) as manager:
+
+        async def open_one(nursery: trio.Nursery) -> object:
+            server, client = memory_channel_pair(buffer=1)
+            nursery.start_soon(manager.serve_channel, server)
+            await client.send('{"type":"hello","v":1}')
+            await client.receive()
+            return client
+
+        return await measure(count, open_one)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    base = statistics.median(trio.run(baseline, args.sessions) for _ in range(args.runs))
+    full = statistics.median(trio.run(sessions, args.sessions) for _ in range(args.runs))
+    print(f"{'idle, in memory':<28}{'bytes/connection':>18}{'KiB':>9}{'ratio':>8}")
+    print(f"{'baseline (channel + task)':<28}{base:>18.0f}{base / 1024:>9.2f}{1:>8.2f}")
+    print(f"{'statesession session':<28}{full:>18.0f}{full / 1024:>9.2f}{full / base:>8.2f}")
+    kernel = full - base
+    print(f"{'kernel share (difference)':<28}{kernel:>18.0f}{kernel / 1024:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
