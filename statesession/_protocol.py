@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import attrs
 
@@ -450,30 +450,30 @@ _TYPE_OF: Final[dict[type[Any], str]] = {
 }
 
 
-def decode_client_frame(text: str | bytes, *, max_frame: int) -> ClientFrame:
-    """Decode a frame a client sent, or raise :class:`ProtocolError`."""
+F = TypeVar("F")
+
+
+def _decode(
+    text: str | bytes,
+    max_frame: int,
+    decoders: Mapping[str, Callable[[Mapping[str, Any]], F]],
+    side: str,
+) -> F:
     kind, obj = _parse(text, max_frame)
-    decoder = _CLIENT_DECODERS.get(kind)
+    decoder = decoders.get(kind)
     if decoder is None:
         raise _bad(
-            f"unknown frame type {kind[:MAX_ID_LENGTH]!r}; a client sends one of "
-            f"{', '.join(_CLIENT_DECODERS)}"
+            f"unknown frame type {kind[:MAX_ID_LENGTH]!r}; a {side} sends one of "
+            f"{', '.join(decoders)}"
         )
     return decoder(obj)
+
+
+def decode_client_frame(text: str | bytes, *, max_frame: int) -> ClientFrame:
+    """Decode a frame a client sent, or raise :class:`ProtocolError`."""
+    return _decode(text, max_frame, _CLIENT_DECODERS, "client")
 
 
 def decode_server_frame(text: str | bytes, *, max_frame: int) -> ServerFrame:
     """Decode a frame a server sent, or raise :class:`ProtocolError`."""
-    kind, obj = _parse(text, max_frame)
-    decoder = _SERVER_DECODERS.get(kind)
-    if decoder is None:
-        raise _bad(
-            f"unknown frame type {kind[:MAX_ID_LENGTH]!r}; a server sends one of "
-            f"{', '.join(_SERVER_DECODERS)}"
-        )
-    return decoder(obj)
-
-
-#: The frame types each side sends, for documentation and tests.
-CLIENT_FRAME_TYPES: Final[tuple[str, ...]] = tuple(_CLIENT_DECODERS)
-SERVER_FRAME_TYPES: Final[tuple[str, ...]] = tuple(_SERVER_DECODERS)
+    return _decode(text, max_frame, _SERVER_DECODERS, "server")

@@ -397,15 +397,6 @@ class Session:
         self._jobs.append((job, reply))
         self._job_lot.unpark()
 
-    async def _transact(self, job: Callable[[], T]) -> T:
-        """Run ``job`` in the actor and return its result (or raise its exception)."""
-        reply = _Reply()
-        self._post(job, reply)
-        await reply.done.wait()
-        if reply.error is not None:
-            raise reply.error
-        return reply.value  # type: ignore[no-any-return]
-
     def _step(self, event: str, **values: Any) -> bool:
         return self._manager._lifecycle.send(self, event, **values)
 
@@ -447,11 +438,14 @@ class Session:
         self._start_state_work(self._window_timer, "window")
 
     def begin_passivated(self) -> None:
+        # The chart passivates only when told a store is configured (store=True), and this
+        # runtime has no session store: it never sends that.
         raise NotImplementedError("passivation needs a session store")
 
     def begin_terminating(self, reason: str) -> None:
         self.reason = reason
         self._closing = True
+        self._settled = False  # a retry from `error` settles again when it finishes
         self._doomed = list(self._tasks)
         self._terminating_since = trio.current_time()
         self._fail_joins(
