@@ -158,6 +158,7 @@ class Client:
         self._bye_reason: str | None = None
         self._ended = trio.Event()
         self._last_error = "none"
+        self._fatal: RemoteError | None = None
 
     # -- the application's API ------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class Client:
 
     async def close(self, reason: str | None = None) -> None:
         """End the session (``bye``) and wait until the server confirms (``closed``)."""
+        await trio.lowlevel.checkpoint()
         if self._ended.is_set():
             return
         self._bye_sent = True
@@ -302,11 +304,17 @@ class Client:
 
     async def _converse(self, channel: Channel) -> bool:
         """Handshake and run one connection; return whether it was welcomed."""
+        if self.session_id is None or (not self._received and self.client_id is not None):
+            ack = None  # a new session, or the server knows where this client is
+        elif not self._received:
+            ack = 0  # joining as a new client: everything the server still holds
+        else:
+            ack = self._received
         hello = HelloFrame(
             session=self.session_id,
             token=self.token,
             client=self.client_id,
-            ack=self._received if self.session_id is not None else None,
+            ack=ack,
             auth=self._auth,
         )
         try:
@@ -334,6 +342,8 @@ class Client:
             with suppress(ChannelError):
                 await self._read_loop(channel)
             nursery.cancel_scope.cancel()
+        if self._fatal is not None:
+            raise self._fatal
         return True
 
     def _welcome(self, frame: WelcomeFrame) -> None:
@@ -381,6 +391,10 @@ class Client:
                 log.warning("bad frame from the server (%s); reconnecting", exc)
                 return
             if isinstance(frame, MsgFrame):
+                if not self._received:
+                    # With no history yet, the stream starts where the server starts it
+                    # (a client joining a session mid-way is not sent what came before).
+                    self._received = frame.seq - 1
                 if frame.seq == self._received + 1:
                     self._received = frame.seq
                     self._inbox.append((frame.seq, frame.data))
@@ -405,7 +419,10 @@ class Client:
             elif isinstance(frame, ErrorFrame):
                 if frame.fatal:
                     if frame.code in _FINAL_CODES:
-                        raise self._remote_error(frame)
+                        # Raised after the connection's nursery has closed, so the user
+                        # gets the error itself, not a group holding it.
+                        self._fatal = self._remote_error(frame)
+                        return
                     log.info("server ended the connection: %s (%s)", frame.code, frame.message)
                     return
                 log.info("server reported %s: %s", frame.code, frame.message)
@@ -424,8 +441,13 @@ class Client:
             done.cancel()
 
     def _next_frame(self) -> str | None:
+        """Control frames first, then acks (small, and the server may be waiting on them
+        to send more), then our own messages."""
         if self._control:
             return self._control.popleft()
+        if self._consumed > self._acked_sent:
+            self._acked_sent = self._consumed
+            return f'{{"type":"ack","seq":{self._consumed}}}'
         pending = self._pending
         if pending and self._out_seq <= pending[-1][0]:
             index = self._out_seq - pending[0][0]
@@ -434,9 +456,6 @@ class Client:
             seq, text = pending[index]
             self._out_seq = seq + 1
             return text
-        if self._consumed > self._acked_sent:
-            self._acked_sent = self._consumed
-            return encode_frame(AckFrame(seq=self._consumed))
         return None
 
 

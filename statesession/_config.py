@@ -94,8 +94,11 @@ class SessionConfig:
     max_sessions_per_principal: int = attrs.field(default=100, validator=_positive_int)
     #: Most clients a session remembers (for deduplication and resume).
     max_clients: int = attrs.field(default=16, validator=_positive_int)
-    #: Client messages queued for the application before the connection stops reading.
-    inbox_messages: int = attrs.field(default=64, validator=_positive_int)
+    #: Client messages queued for the application. A message is acknowledged when the
+    #: application takes it, so a client keeping to its window of unacknowledged messages
+    #: (the Python client's ``max_pending``, 1000) never fills it; past this, a
+    #: connection is not read until the application catches up.
+    inbox_messages: int = attrs.field(default=1000, validator=_positive_int)
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat_timeout < self.heartbeat_interval:

@@ -113,7 +113,7 @@ class Connection:
         config = self.session._manager.config
         self.cursor = cursor
         self.next_seq = seen + 1
-        self._ack_sent = cursor.received
+        self._ack_sent = cursor.processed
         self.last_received = now
         self._control.appendleft(
             encode_frame(
@@ -123,7 +123,7 @@ class Connection:
                     client=self.client,
                     resumed=self.resumed,
                     state="active",
-                    ack=cursor.received,
+                    ack=cursor.processed,
                     heartbeat=config.heartbeat_interval,
                     window=config.reconnect_window,
                 )
@@ -255,11 +255,18 @@ class Connection:
             scope.cancel()
 
     def _next_frame(self, buffer: ReplayBuffer) -> tuple[str | None, bool]:
+        """The next frame to send, and whether it is the last. Acks go before messages:
+        they are small, and a peer may be waiting on them to send more."""
         if self._control:
             return self._control.popleft(), False
         final = self._final
         if final is not None and not self._flush:
             return final, True
+        cursor = self.cursor
+        if cursor is not None and (cursor.processed > self._ack_sent or self._reack):
+            self._ack_sent = cursor.processed
+            self._reack = False
+            return f'{{"type":"ack","seq":{cursor.processed}}}', False
         seq = self.next_seq
         if seq <= buffer.last_seq:
             if seq < buffer.first_seq:
@@ -278,11 +285,6 @@ class Connection:
                 return self._final, True
             self.next_seq = seq + 1
             return buffer.frame(seq), False
-        cursor = self.cursor
-        if cursor is not None and (cursor.received > self._ack_sent or self._reack):
-            self._ack_sent = cursor.received
-            self._reack = False
-            return encode_frame(AckFrame(seq=cursor.received)), False
         if final is not None:
             return final, True
         return None, False

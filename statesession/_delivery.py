@@ -15,9 +15,13 @@ The buffer is bounded by ``buffer_messages`` and ``buffer_bytes``. When it is fu
 ``drop_oldest`` policy evicts the oldest message, and whoever still needed it gets
 ``resume_gap`` when it resumes (or at once, if it is attached and had not yet been sent it).
 
-Client -> server. Each client numbers its messages 1, 2, ... The server processes seq
+Client -> server. Each client numbers its messages 1, 2, ... The server accepts seq
 ``received + 1`` only; a lower seq is a duplicate (a resend after reconnecting), dropped and
-acknowledged again; a higher one means the client lost track, a fatal protocol error.
+acknowledged again; a higher one means the client lost track, a fatal protocol error. A
+message is acknowledged once the application has taken it (``processed``), not when it
+arrives: the client's window of unacknowledged messages is then the flow control, and the
+server never has to stop reading a connection -- which would leave the client's acks
+unread behind its messages while the application waits for them.
 
 A client is remembered while it is attached and for one reconnect window after it
 detached; a session remembers at most ``max_clients`` clients.
@@ -134,8 +138,10 @@ class ClientCursor:
     id: str
     #: Highest server seq this client acknowledged.
     acked: int = 0
-    #: Highest client seq the server processed.
+    #: Highest client seq the server accepted (queued for the application).
     received: int = 0
+    #: Highest client seq the application has taken; what ``ack`` frames say.
+    processed: int = 0
     #: Connections of this client currently attached (0 or 1).
     attached: int = 0
     #: When its last connection detached (``None`` while attached).
@@ -158,13 +164,16 @@ class Delivery:
 
     # -- attaching ----------------------------------------------------------------------
 
-    def admit(self, client_id: str, ack: int | None, *, now: float) -> tuple[ClientCursor, int]:
-        """Find or make the cursor for a client that says hello; return it and the seq it
-        has seen (replay starts above it).
+    def check(self, client_id: str, ack: int | None) -> int:
+        """Validate a client's hello without changing anything; return the seq it has
+        seen (replay starts above it).
 
-        Raises ``ProtocolError`` when its history is gone (``resume_gap``), when it claims
-        messages that were never sent (``bad_frame``), or when the session is full
-        (``session_limit``).
+        A known client resumes from ``ack`` (or from what it last acknowledged). A new
+        client starts after the latest message when ``ack`` is omitted, or with everything
+        still held when ``ack`` is 0; a new client claiming ``ack > 0`` is one this session
+        has forgotten. Raises ``ProtocolError``: ``resume_gap`` when the history is gone,
+        ``bad_frame`` for messages that were never sent, ``session_limit`` when the
+        session has no room for another client.
         """
         buffer = self.buffer
         cursor = self.clients.get(client_id)
@@ -176,11 +185,16 @@ class Delivery:
                     "longer than the reconnect window); its history is gone",
                     fatal=True,
                 )
-            self._make_room(now)
-            cursor = ClientCursor(client_id, acked=buffer.last_seq if ack is None else 0)
-            seen = cursor.acked
-        else:
-            seen = cursor.acked if ack is None else ack
+            if len(self.clients) >= self.max_clients and all(
+                c.attached for c in self.clients.values()
+            ):
+                raise ProtocolError(
+                    "session_limit",
+                    f"session already has {self.max_clients} clients attached (max_clients)",
+                    fatal=True,
+                )
+            return buffer.last_seq if ack is None else buffer.first_seq - 1
+        seen = cursor.acked if ack is None else ack
         if seen > buffer.last_seq:
             raise ProtocolError(
                 "bad_frame",
@@ -194,24 +208,23 @@ class Delivery:
                 "are no longer held",
                 fatal=True,
             )
-        self.clients[client_id] = cursor
-        # Resuming from ``seen`` acknowledges everything up to it.
+        return seen
+
+    def admit(self, client_id: str, ack: int | None) -> tuple[ClientCursor, int]:
+        """Validate (as :meth:`check`), then find or make the client's cursor; return it
+        and the seq it has seen. Resuming from a seq acknowledges everything up to it."""
+        seen = self.check(client_id, ack)
+        cursor = self.clients.get(client_id)
+        if cursor is None:
+            if len(self.clients) >= self.max_clients:
+                # check() made sure a detached client can make room.
+                detached = [c for c in self.clients.values() if not c.attached]
+                oldest = min(detached, key=lambda c: c.detached_at or 0.0)
+                del self.clients[oldest.id]
+            cursor = self.clients[client_id] = ClientCursor(client_id)
         cursor.acked = max(cursor.acked, seen)
         self._trim()
         return cursor, seen
-
-    def _make_room(self, now: float) -> None:
-        if len(self.clients) < self.max_clients:
-            return
-        detached = [c for c in self.clients.values() if not c.attached]
-        if not detached:
-            raise ProtocolError(
-                "session_limit",
-                f"session already has {self.max_clients} clients attached (max_clients)",
-                fatal=True,
-            )
-        oldest = min(detached, key=lambda c: c.detached_at or 0.0)
-        del self.clients[oldest.id]
 
     def attached(self, cursor: ClientCursor) -> None:
         cursor.attached += 1

@@ -96,6 +96,8 @@ class SessionManager:
         self._handshakes: set[trio.CancelScope] = set()
         self._observers: list[Observer] = []
         self._closing = False
+        #: Sessions flagged in `error`: kept for inspection, not counted against limits.
+        self._in_error = 0
         self._created = 0
         self._refused = 0
         self._all_gone = trio.Event()
@@ -170,6 +172,10 @@ class SessionManager:
                 await connection.run()
             finally:
                 connection.session._detach(connection)
+        except Exception as exc:
+            # Nothing a peer sends should get here; if a bug does, it ends this connection
+            # only, and the transport serving the others never sees it.
+            log.error("internal error serving %s: %s", channel.peer, exc, exc_info=exc)
         finally:
             await self._close_channel(channel)
 
@@ -222,7 +228,15 @@ class SessionManager:
         self, channel: Channel, hello: HelloFrame, principal: str | None
     ) -> Connection:
         config = self.config
-        if len(self._sessions) >= config.max_sessions:
+        if hello.ack:
+            raise ProtocolError(
+                "bad_frame",
+                "hello.ack needs hello.session: a new session has no history",
+                fatal=True,
+            )
+        if self._closing:  # checked again: authenticating may have taken a while
+            raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
+        if len(self._sessions) - self._in_error >= config.max_sessions:
             raise ProtocolError(
                 "session_limit",
                 f"server holds its limit of {config.max_sessions} sessions (max_sessions); "
@@ -246,8 +260,7 @@ class SessionManager:
             token_hash=_hash_token(token),
         )
         self._sessions[session.id] = session
-        if principal is not None:
-            self._per_principal[principal] += 1
+        self._count(principal, 1)
         self._created += 1
         self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
         self._nursery.start_soon(self._run_session, session, name=f"{session.id}:actor")
@@ -258,7 +271,12 @@ class SessionManager:
             token=token,
             resumed=False,
         )
-        await session._attach(connection, hello.ack)
+        try:
+            await session._attach(connection, hello.ack)
+        except BaseException:
+            # Nobody else holds this session's token: it would wait out its window alone.
+            session.terminate("handshake_failed")
+            raise
         return connection
 
     async def _resume(
@@ -266,6 +284,8 @@ class SessionManager:
     ) -> Connection:
         assert hello.session is not None
         assert hello.token is not None
+        if self._closing:  # checked again: authenticating may have taken a while
+            raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
         session = self._sessions.get(hello.session)
         if session is None:
             reason = self._tombstones.get(hello.session)
@@ -314,13 +334,19 @@ class SessionManager:
         finally:
             self._forget(session)
 
+    def _count(self, principal: str | None, delta: int) -> None:
+        if principal is not None:
+            self._per_principal[principal] += delta
+            if self._per_principal[principal] <= 0:
+                del self._per_principal[principal]
+
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
-        if session.principal is not None:
-            self._per_principal[session.principal] -= 1
-            if not self._per_principal[session.principal]:
-                del self._per_principal[session.principal]
+        if session.state == "error":
+            self._in_error -= 1
+        else:
+            self._count(session.principal, -1)
         self._tombstones[session.id] = session.reason or "terminated"
         while len(self._tombstones) > max(1000, self.config.max_sessions):
             self._tombstones.popitem(last=False)
@@ -328,6 +354,12 @@ class SessionManager:
             self._all_gone.set()
 
     def _observe(self, session: Session, event: str, source: str, target: str) -> None:
+        if "error" in (source, target):
+            # A flagged session keeps its place in the registry (for inspection and a
+            # retry) but not in the admission limits.
+            change = 1 if target == "error" else -1
+            self._in_error += change
+            self._count(session.principal, -change)
         for observer in self._observers:
             try:
                 observer(session, event, source, target)
@@ -338,9 +370,10 @@ class SessionManager:
         self._closing = True
         for scope in list(self._handshakes):
             scope.cancel()
-        for session in list(self._sessions.values()):
-            session.terminate("server_shutdown")
-        await self._all_gone.wait()
+        while self._sessions:
+            for session in list(self._sessions.values()):
+                session.terminate("server_shutdown")
+            await self._all_gone.wait()
 
 
 class _ReadOnly(Mapping[str, Session]):

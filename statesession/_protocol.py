@@ -186,7 +186,7 @@ def encode_data(data: Any) -> str:
     """Encode an application value as ASCII-only JSON, or raise ``TypeError``."""
     try:
         return _encoder.encode(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"message data must be JSON-serializable: {exc}") from None
 
 
@@ -258,6 +258,8 @@ def _parse(text: str | bytes, max_frame: int) -> tuple[str, dict[str, Any]]:
         obj = _decoder.decode(text)
     except ValueError as exc:
         raise _bad(f"frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad("frame nests JSON arrays or objects too deeply") from None
     if type(obj) is not dict:
         raise _bad(f"frame must be a JSON object, got {_json_type(obj)}")
     kind = obj.get("type")

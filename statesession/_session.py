@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
-from ._delivery import ClientCursor, Delivery
+from ._delivery import Delivery
 from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
 from ._fifo import Fifo
 from ._protocol import PING_TEXT, ClosedFrame, StateFrame, encode_data, encode_frame
@@ -111,6 +111,10 @@ class _Resource:
         self.timeout = timeout
 
 
+#: Returned by a job whose reply is given later (a connection waiting for activation).
+_DEFERRED: Any = object()
+
+
 class _Reply:
     """Where an awaited job leaves its result for the task that posted it."""
 
@@ -171,6 +175,7 @@ class Session:
     #: one lot: every waiter re-checks its own condition when woken.
     _changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _settled: bool = attrs.field(default=False, init=False)
+    _inbox_waiters: int = attrs.field(default=0, init=False)
     _app_started: bool = attrs.field(default=False, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _finished: bool = attrs.field(default=False, init=False)
@@ -248,7 +253,12 @@ class Session:
                 raise SessionClosedError(self.reason or "terminated")
             await self._incoming_lot.park()
         message = self._incoming.popleft()
-        self._changed.unpark_all()  # a connection may wait for room in the inbox
+        cursor = self._delivery.clients.get(message.client)
+        if cursor is not None and message.seq > cursor.processed:
+            cursor.processed = message.seq  # acknowledged to the client from now on
+            self._writers.unpark_all()
+        if self._inbox_waiters:
+            self._changed.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
@@ -305,7 +315,8 @@ class Session:
         try:
             self.add_resource(name, close, cleanup_timeout=cleanup_timeout)
         except BaseException:
-            with trio.CancelScope(shield=True):
+            timeout = cleanup_timeout or self._manager.config.cleanup_timeout
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
                 await close()
             raise
         return value
@@ -317,6 +328,7 @@ class Session:
     async def wait_terminated(self) -> CleanupReport | None:
         """Wait until the session has settled (``terminated`` or ``error``); return its
         cleanup report (``None`` if it failed before any cleanup ran)."""
+        await trio.lowlevel.checkpoint()
         while not self._settled:
             await self._changed.park()
         return self.report
@@ -383,6 +395,8 @@ class Session:
                 raise
             reply.error = exc
         else:
+            if value is _DEFERRED:
+                return
             if reply is not None:
                 reply.value = value
         if reply is not None:
@@ -679,6 +693,10 @@ class Session:
             with task.scope:
                 await fn(*args)
         except Exception as exc:
+            if isinstance(exc, SessionClosedError) and self._closing:
+                # The task used the session after it began terminating: the documented
+                # way for send() and friends to say "stop". A clean end, not a failure.
+                return
             task.error = exc
             if not self._closing:
                 log.warning(
@@ -708,17 +726,14 @@ class Session:
         """Attach a connection (through the actor); raises ProtocolError if refused."""
         reply = _Reply()
 
-        def attach() -> None:
+        def attach() -> object:
             if self.state == "initializing":
                 self._joining.append((connection, ack, reply))
-                return
-            try:
-                self._admit(connection, ack)
-            except ProtocolError as exc:
-                reply.error = exc
-            reply.done.set()
+                return _DEFERRED  # answered when the session activates (or fails to)
+            self._admit(connection, ack)
+            return None
 
-        self._post(attach)
+        self._post(attach, reply)
         try:
             await reply.done.wait()
         except BaseException:
@@ -728,34 +743,33 @@ class Session:
             if reply.done.is_set() and reply.error is None:
                 self._detach(connection)
             raise
+        if isinstance(reply.error, SessionClosedError):
+            # The session finished before it could take this connection.
+            raise ProtocolError(
+                "terminated", f"session has terminated ({reply.error.reason})", fatal=True
+            )
         if reply.error is not None:
             raise reply.error
 
     def _admit(self, connection: Connection, ack: int | None) -> None:
+        """Attach to an active or reconnecting session: validate, step, then register."""
         if self.state not in ("active", "reconnecting"):
             raise ProtocolError(
                 "terminated", f"session is {self.state} ({self.reason})", fatal=True
             )
-        if connection.aborted:
-            raise ProtocolError("terminated", "connection was aborted", fatal=True)
-        now = trio.current_time()
-        cursor, seen = self._delivery.admit(connection.client, ack, now=now)
-        if not self._step("attach", token_ok=True, now=now, deadline=self._deadline):
+        self._delivery.check(connection.client, ack)
+        if not self._step(
+            "attach", token_ok=True, now=trio.current_time(), deadline=self._deadline
+        ):
             raise ProtocolError(
                 "terminated", "the session's reconnect window has expired", fatal=True
             )
-        self._connect(connection, cursor, seen, now)
+        self._register(connection, ack)
 
     def _register(self, connection: Connection, ack: int | None) -> None:
         if connection.aborted:
             raise ProtocolError("terminated", "connection was aborted", fatal=True)
-        now = trio.current_time()
-        cursor, seen = self._delivery.admit(connection.client, ack, now=now)
-        self._connect(connection, cursor, seen, now)
-
-    def _connect(
-        self, connection: Connection, cursor: ClientCursor, seen: int, now: float
-    ) -> None:
+        cursor, seen = self._delivery.admit(connection.client, ack)
         if self._manager.config.attach_policy == "takeover":
             replaced = list(self._connections)
         else:
@@ -770,7 +784,7 @@ class Session:
                 flush=False,
             )
         self._delivery.attached(cursor)
-        connection.attach(cursor, seen, now)
+        connection.attach(cursor, seen, trio.current_time())
         self._connections.append(connection)
         self._changed.unpark_all()  # the resume may have acknowledged buffered messages
         log.info(
@@ -799,16 +813,29 @@ class Session:
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
     async def _deliver(self, connection: Connection, seq: int, data: Any) -> bool:
-        """Hand a client message to the app, exactly once; return whether it was new."""
+        """Queue a client message for the app, exactly once; return whether it was new.
+
+        A client keeps at most its window of messages unacknowledged, and they are
+        acknowledged only as the app takes them, so a conforming client never fills the
+        inbox. One that does (more than ``inbox_messages`` queued) is made to wait: its
+        connection stops being read until the app catches up.
+        """
         cursor = connection.cursor
         assert cursor is not None
         if seq <= cursor.received:
             return False
         limit = self._manager.config.inbox_messages
         while len(self._incoming) >= limit and not self._closing:
-            await self._changed.park()
+            self._inbox_waiters += 1
+            try:
+                await self._changed.park()
+            finally:
+                self._inbox_waiters -= 1
         if self._closing:
-            return False
+            raise ProtocolError(
+                "terminated",
+                f"session is terminating ({self.reason}); msg {seq} was not processed",
+            )
         if self._delivery.receive(cursor, seq) == "duplicate":
             return False
         self._received += 1
@@ -818,6 +845,12 @@ class Session:
 
     def _acknowledged(self, connection: Connection, seq: int) -> None:
         assert connection.cursor is not None
+        if seq >= connection.next_seq and seq > connection.cursor.acked:
+            raise ProtocolError(
+                "bad_frame",
+                f"ack.seq is {seq} but this connection was sent only up to seq "
+                f"{connection.next_seq - 1}",
+            )
         before = len(self._delivery.buffer)
         self._delivery.acknowledge(connection.cursor, seq)
         if len(self._delivery.buffer) != before:

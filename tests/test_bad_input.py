@@ -226,3 +226,21 @@ async def test_bad_input_odd_values_never_hurt_the_server(
         if answer["type"] == "error":
             assert answer["code"] == "bad_frame"
     assert len(served.manager) == 1
+
+
+@pytest.mark.parametrize("when", ["as hello", "after welcome"])
+async def test_bad_input_deeply_nested_json_is_a_bad_frame(
+    autojump_clock: trio.testing.MockClock, served: Served, when: str
+) -> None:
+    """JSON nested past the parser's recursion limit is bad_frame, not a crash."""
+    bystander, _ = await served.new_session()
+    frame = "[" * 2000 + "]" * 2000  # under max_frame, past the parser's recursion limit
+    if when == "as hello":
+        peer = await served.peer()
+    else:
+        peer, _ = await served.new_session()
+    await peer.send(frame)
+    error = await peer.receive_type("error")
+    assert error["code"] == "bad_frame"
+    assert "too deeply" in error["message"]
+    await bystander_still_works(served, bystander, 1)

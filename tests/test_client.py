@@ -234,3 +234,49 @@ async def test_client_over_a_raw_memory_pair(autojump_clock: trio.testing.MockCl
         async with statesession.open_client(connect) as client:
             await client.send([1, 2])
             assert await client.receive() == [1, 2]
+
+
+async def test_client_fatal_error_mid_session_is_raised_as_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A fatal error from the server after the welcome reaches the user as that error,
+    from receive(), not wrapped in an exception group."""
+
+    async def app(session: statesession.Session) -> None:
+        async for _ in session:
+            pass
+
+    config = statesession.SessionConfig(max_frame=64 * 1024)
+    async with serving(app, config=config) as served:
+        connect, _ = connector(served)
+        async with statesession.open_client(connect) as client:
+            await client.send("x" * 100_000)
+            with pytest.raises(RemoteError, match="frame_too_large"):
+                await client.receive()
+
+
+async def test_client_joins_a_session_as_another_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With a session's id and token but its own client id, a client joins and gets every
+    message the server still holds, then the live ones."""
+
+    async def app(session: statesession.Session) -> None:
+        for i in range(3):
+            await session.send(i)
+        async for message in session:
+            await session.send(message.data)
+
+    async with serving(app) as served:
+        first, welcome = await served.new_session()
+        for _ in range(3):
+            await first.receive_type("msg")
+        await first.send({"type": "ack", "seq": 2})
+        connect, _ = connector(served)
+        async with statesession.open_client(
+            connect, session=welcome["session"], token=welcome["token"]
+        ) as client:
+            assert client.client_id != welcome["client"]
+            assert await client.receive() == 2
+            await client.send("joined")
+            assert await client.receive() == "joined"

@@ -67,19 +67,46 @@ def make_delivery(**kw: int | bool) -> Delivery:
 def test_delivery_new_client_starts_after_the_latest_message() -> None:
     """A client joining without ack gets only new messages; with ack=0, everything held."""
     delivery = make_delivery()
-    _, seen = delivery.admit("a", None, now=0)
+    _, seen = delivery.admit("a", None)
     assert seen == 0
     delivery.buffer.append(frame(1))
-    _, seen_b = delivery.admit("b", None, now=0)
+    _, seen_b = delivery.admit("b", None)
     assert seen_b == 1
-    _, seen_c = delivery.admit("c", 0, now=0)
+    _, seen_c = delivery.admit("c", 0)
     assert seen_c == 0
+
+
+def test_delivery_new_client_with_ack_zero_gets_everything_still_held() -> None:
+    """A client joining with ack=0 after messages were trimmed starts at the oldest held
+    one: it joins mid-stream, it is not resuming."""
+    delivery = make_delivery()
+    a, _ = delivery.admit("a", None)
+    for i in range(4):
+        delivery.buffer.append(frame(i))
+    delivery.acknowledge(a, 2)
+    _, seen = delivery.admit("b", 0)
+    assert seen == 2
+    assert [seq for seq, _ in delivery.buffer.frames_after(seen)] == [3, 4]
+
+
+def test_delivery_refused_hello_changes_nothing() -> None:
+    """Validation comes before any change: a refused client does not evict another."""
+    delivery = make_delivery(max_clients=2)
+    a, _ = delivery.admit("a", None)
+    delivery.admit("b", None)
+    delivery.attached(a)
+    with pytest.raises(ProtocolError, match="does not remember"):
+        delivery.admit("c", 5)
+    assert set(delivery.clients) == {"a", "b"}
+    with pytest.raises(ProtocolError):
+        delivery.check("b", 9)
+    assert delivery.clients["b"].acked == 0
 
 
 def test_delivery_trims_only_what_every_client_acknowledged() -> None:
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None, now=0)
-    b, _ = delivery.admit("b", None, now=0)
+    a, _ = delivery.admit("a", None)
+    b, _ = delivery.admit("b", None)
     for i in range(4):
         delivery.buffer.append(frame(i))
     delivery.acknowledge(a, 4)
@@ -94,18 +121,18 @@ def test_delivery_resume_ack_trims_the_buffer() -> None:
     """Resuming with ack=n acknowledges up to n: those messages leave the buffer (else a
     backpressured sender would wait forever)."""
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None, now=0)
+    a, _ = delivery.admit("a", None)
     delivery.attached(a)
     for i in range(3):
         delivery.buffer.append(frame(i))
     delivery.detached(a, now=0)
-    delivery.admit("a", 3, now=1)
+    delivery.admit("a", 3)
     assert len(delivery.buffer) == 0
 
 
 def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None, now=0)
+    a, _ = delivery.admit("a", None)
     with pytest.raises(ProtocolError, match="sent only up to seq 0") as info:
         delivery.acknowledge(a, 1)
     assert info.value.code == "bad_frame"
@@ -114,28 +141,28 @@ def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
 def test_delivery_resume_from_a_dropped_message_is_a_gap() -> None:
     """A resume needing a message no longer held is refused with resume_gap."""
     delivery = make_delivery(max_messages=2, drop_oldest=True)
-    delivery.admit("a", None, now=0)
+    delivery.admit("a", None)
     for i in range(5):
         delivery.buffer.append(frame(i))
     with pytest.raises(ProtocolError, match=r"messages 2\.\.3 are no longer held") as info:
-        delivery.admit("a", 1, now=0)
+        delivery.admit("a", 1)
     assert info.value.code == "resume_gap"
     assert info.value.fatal
-    _, seen = delivery.admit("a", 3, now=0)
+    _, seen = delivery.admit("a", 3)
     assert seen == 3
 
 
 def test_delivery_resume_claiming_unsent_messages_is_refused() -> None:
     delivery = make_delivery()
-    delivery.admit("a", None, now=0)
+    delivery.admit("a", None)
     with pytest.raises(ProtocolError, match="sent only up to seq 0"):
-        delivery.admit("a", 5, now=0)
+        delivery.admit("a", 5)
 
 
 def test_delivery_forgotten_client_cannot_resume() -> None:
     """A client away longer than the window is forgotten; its resume is a gap."""
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None, now=0)
+    a, _ = delivery.admit("a", None)
     delivery.attached(a)
     delivery.buffer.append(frame(1))
     delivery.detached(a, now=10)
@@ -144,27 +171,27 @@ def test_delivery_forgotten_client_cannot_resume() -> None:
     delivery.forget_stale(now=40, window=30)
     assert "a" not in delivery.clients
     with pytest.raises(ProtocolError, match="does not remember client 'a'"):
-        delivery.admit("a", 1, now=41)
+        delivery.admit("a", 1)
 
 
 def test_delivery_remembers_at_most_max_clients() -> None:
     """A full session evicts its longest-detached client, or refuses if all are attached."""
     delivery = make_delivery(max_clients=2)
-    a, _ = delivery.admit("a", None, now=0)
-    b, _ = delivery.admit("b", None, now=0)
+    a, _ = delivery.admit("a", None)
+    b, _ = delivery.admit("b", None)
     delivery.attached(a)
     delivery.attached(b)
     with pytest.raises(ProtocolError, match="2 clients attached") as info:
-        delivery.admit("c", None, now=0)
+        delivery.admit("c", None)
     assert info.value.code == "session_limit"
     delivery.detached(b, now=5)
-    delivery.admit("c", None, now=6)
+    delivery.admit("c", None)
     assert set(delivery.clients) == {"a", "c"}
 
 
 def test_delivery_client_messages_are_processed_once_in_order() -> None:
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None, now=0)
+    a, _ = delivery.admit("a", None)
     assert delivery.receive(a, 1) == "new"
     assert delivery.receive(a, 1) == "duplicate"
     assert delivery.receive(a, 2) == "new"
@@ -197,7 +224,7 @@ class DeliveryModel(RuleBasedStateMachine):
             else (None if client not in self.seen else 0)
         )
         try:
-            cursor, seen = self.delivery.admit(client, ack, now=0)
+            cursor, seen = self.delivery.admit(client, ack)
         except ProtocolError as exc:
             assert exc.code == "resume_gap"
             assert client in self.seen

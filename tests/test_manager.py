@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -213,3 +214,135 @@ async def test_manager_statistics(autojump_clock: trio.testing.MockClock) -> Non
         assert stats.connections == 1
         assert stats.created == 2
         assert not stats.closing
+
+
+async def test_manager_resume_racing_termination_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A resume whose attach reaches the session just as it finishes terminating is told
+    `terminated`, never left waiting."""
+    gate = trio.Event()
+
+    async def authenticate(auth: Any) -> str:
+        if auth == "late":
+            await gate.wait()
+        return "ann"
+
+    async def app(session: statesession.Session) -> None:
+        session.add_resource("r", gate.set)  # releases the late resume mid-cascade
+        async for _ in session:
+            pass
+
+    for _ in range(10):
+        async with serving(app, authenticate=authenticate) as served:
+            peer, welcome = await served.new_session()
+            late = await served.peer()
+            await late.send(
+                {
+                    "type": "hello",
+                    "v": 1,
+                    "auth": "late",
+                    "session": welcome["session"],
+                    "token": welcome["token"],
+                    "client": "other",
+                }
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send({"type": "bye"})
+            answer = await late.receive(timeout=60)
+            assert (answer["type"], answer["code"]) == ("error", "terminated")
+        gate = trio.Event()
+
+
+async def test_manager_shutdown_during_authentication_creates_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A hello whose authentication finishes after shutdown began is refused with
+    server_shutdown; no session is created behind the shutdown's back."""
+    gate = trio.Event()
+    started: list[str] = []
+
+    async def authenticate(auth: Any) -> str:
+        if auth == "late":
+            await gate.wait()
+        return "ann"
+
+    async def app(session: statesession.Session) -> None:
+        started.append(session.id)
+        session.add_resource("slow", partial(trio.sleep, 2))
+        async for _ in session:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        async with statesession.open_manager(app, authenticate=authenticate) as manager:
+            first_server, first = memory_channel_pair()
+            nursery.start_soon(manager.serve_channel, first_server)
+            await first.send('{"type":"hello","v":1,"auth":"a"}')
+            await first.receive()
+            late_server, late = memory_channel_pair()
+            nursery.start_soon(manager.serve_channel, late_server)
+            await late.send('{"type":"hello","v":1,"auth":"late"}')
+            await trio.testing.wait_all_tasks_blocked()
+            began = trio.current_time()
+            gate.set()
+        assert trio.current_time() - began == pytest.approx(2, abs=0.1)
+        assert len(started) == 1
+        assert '"code":"server_shutdown"' in await late.receive()
+
+
+async def test_manager_refused_or_abandoned_create_leaves_no_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A new-session hello that is refused, or whose handshake is cancelled, leaves no
+    session waiting out its window (nobody else could hold its token)."""
+    started: list[str] = []
+    gate = trio.Event()
+
+    async def setup(session: statesession.Session) -> None:
+        await gate.wait()
+
+    async def app(session: statesession.Session) -> None:
+        started.append(session.id)
+        await trio.sleep_forever()
+
+    async with serving(app, setup=setup) as served:
+        peer = await served.peer()
+        error = await peer.hello(ack=7)
+        assert error["code"] == "bad_frame"
+        assert "hello.ack needs hello.session" in error["message"]
+        assert len(served.manager) == 0
+        assert started == []
+        abandoned = await served.peer()
+        await abandoned.send({"type": "hello", "v": 1})
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(served.manager) == 1
+        for scope in list(served.manager._handshakes):
+            scope.cancel()
+        gate.set()
+        await trio.sleep(5)  # far less than the reconnect window
+        assert len(served.manager) == 0
+
+
+async def test_manager_flagged_sessions_do_not_count_against_limits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A session flagged in `error` stays for inspection but frees its admission slot."""
+
+    def broken() -> None:
+        raise OSError("cannot close")
+
+    async def app(session: statesession.Session) -> None:
+        session.add_resource("broken", broken)
+        async for _ in session:
+            pass
+
+    config = SessionConfig(max_sessions=1, max_sessions_per_principal=1)
+    async with serving(app, config=config, authenticate=lambda auth: "ann") as served:
+        peer, welcome = await served.new_session()
+        session = served.manager.sessions[welcome["session"]]
+        await peer.send({"type": "bye"})
+        await session.wait_terminated()
+        assert session.state == "error"
+        assert len(served.manager) == 1
+        await served.new_session()
+        assert served.manager.statistics().by_state == {"error": 1, "active": 1}

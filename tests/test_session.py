@@ -582,3 +582,87 @@ async def test_session_raw_peer_helper_types(autojump_clock: trio.testing.MockCl
         error = await peer.receive()
         assert error["code"] == "bad_frame"
         assert "first frame must be hello" in error["message"]
+
+
+async def test_session_app_interrupted_mid_reply_by_bye_ends_clean(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An app whose send() raises SessionClosedError because the client said bye in the
+    middle of a reply ends cleanly: terminated, not error."""
+    sessions: list[statesession.Session] = []
+
+    async def agent(session: statesession.Session) -> None:
+        sessions.append(session)
+        async for message in session:
+            await trio.sleep(0.1)
+            for word in f"you said {message.data}".split():
+                await session.send({"token": word})
+
+    async with serving(agent) as served:
+        peer, _ = await served.new_session()
+        await peer.send({"type": "msg", "seq": 1, "data": "hi"})
+        await peer.send({"type": "bye"})
+        report = await sessions[0].wait_terminated()
+        assert sessions[0].state == "terminated"
+        assert report is not None
+        assert report.clean
+        assert [(item.name, item.outcome) for item in report.tasks] == [("app", Outcome.CLOSED)]
+
+
+async def test_session_acknowledges_client_messages_as_the_app_takes_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An ack means the app has the message, so a busy app slows its client down instead
+    of the server queueing without bound -- and the connection is still read meanwhile
+    (pings answered, the peer not taken for dead)."""
+    taken: list[int] = []
+
+    async def busy(session: statesession.Session) -> None:
+        await trio.sleep(100)  # a long tool call
+        async for message in session:
+            taken.append(message.seq)
+
+    async with serving(busy) as served:
+        peer, _ = await served.new_session()
+        for seq in range(1, 71):
+            await peer.send({"type": "msg", "seq": seq, "data": seq})
+        frames = []
+        while trio.current_time() < 99:
+            with trio.move_on_after(5):
+                frame = await peer.receive(timeout=10)
+                frames.append(frame["type"])
+                if frame["type"] == "ping":
+                    await peer.send({"type": "pong"})
+        assert "ack" not in frames
+        assert "ping" in frames
+        await trio.sleep(2)
+        assert taken == list(range(1, 71))
+        acked = [(await peer.receive_type("ack"))["seq"]]
+        while acked[-1] < 70:
+            acked.append((await peer.receive_type("ack"))["seq"])
+        assert acked == sorted(set(acked))  # cumulative, coalesced, never backwards
+        assert served.manager.statistics().connections == 1
+
+
+async def test_session_echo_with_concurrent_send_and_receive_never_stalls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client sending and receiving at once, through a small buffer, keeps flowing: no
+    stall until a heartbeat drops the connection, no reconnect."""
+    config = SessionConfig(buffer_messages=10)
+    async with serving(echo_app, config=config) as served:
+
+        async def connect() -> statesession.Channel:
+            return await served.open_channel()
+
+        async with statesession.open_client(connect) as client:
+            async with trio.open_nursery() as nursery:
+
+                async def produce() -> None:
+                    for i in range(300):
+                        await client.send(i)
+
+                nursery.start_soon(produce)
+                assert [await client.receive() for _ in range(300)] == list(range(300))
+            assert client.statistics().connects == 1
+            assert trio.current_time() < 1
