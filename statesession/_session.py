@@ -52,8 +52,8 @@ log = logging.getLogger("statesession")
 
 T = TypeVar("T")
 
-#: Upper bound on what the ``msg`` envelope adds to the encoded data.
-_MSG_OVERHEAD = len('{"type":"msg","seq":,"data":}') + 19
+#: What the ``msg`` envelope adds to the encoded data, besides the seq's digits.
+_MSG_ENVELOPE = len('{"type":"msg","seq":,"data":}')
 
 
 @attrs.frozen(kw_only=True)
@@ -226,18 +226,14 @@ class Session:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
         body = encode_data(data)
-        max_frame = self._manager.config.max_frame
-        if len(body) + _MSG_OVERHEAD > max_frame:
-            raise MessageTooLargeError(
-                f"message of {len(body)} bytes does not fit in a frame of max_frame "
-                f"({max_frame} bytes); split it or raise max_frame"
-            )
         buffer = self._delivery.buffer
-        size = len(body) + _MSG_OVERHEAD
+        size = self._frame_size(body, buffer.last_seq + 1)
         while not buffer.drop_oldest and not buffer.has_room(size):
             await self._changed.park()
             self._check_open()
-        buffer.append(f'{{"type":"msg","seq":{buffer.last_seq + 1},"data":{body}}}')
+        seq = buffer.last_seq + 1
+        self._frame_size(body, seq)  # the seq may have grown a digit while waiting
+        buffer.append(f'{{"type":"msg","seq":{seq},"data":{body}}}')
         self._writers.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
@@ -261,6 +257,16 @@ class Session:
             self._changed.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
+
+    def _frame_size(self, body: str, seq: int) -> int:
+        size = len(body) + len(str(seq)) + _MSG_ENVELOPE
+        max_frame = self._manager.config.max_frame
+        if size > max_frame:
+            raise MessageTooLargeError(
+                f"message frame of {size} bytes is over max_frame ({max_frame} bytes); "
+                "split the message or raise max_frame"
+            )
+        return size
 
     def __aiter__(self) -> Session:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -666,3 +667,27 @@ async def test_session_echo_with_concurrent_send_and_receive_never_stalls(
                 assert [await client.receive() for _ in range(300)] == list(range(300))
             assert client.statistics().connects == 1
             assert trio.current_time() < 1
+
+
+async def test_session_send_checks_the_exact_frame_size(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A message whose frame is exactly max_frame fits; one byte more is refused."""
+    results: list[str] = []
+
+    async def app(session: statesession.Session) -> None:
+        envelope = len('{"type":"msg","seq":1,"data":""}')
+        await session.send("x" * (200 - envelope))
+        results.append("fit")
+        try:
+            await session.send("x" * (200 - envelope + 1))
+        except statesession.MessageTooLargeError as exc:
+            results.append(str(exc))
+        await trio.sleep_forever()
+
+    async with serving(app, config=SessionConfig(max_frame=200, buffer_bytes=1000)) as served:
+        peer, _ = await served.new_session()
+        assert len(json.dumps(await peer.receive_type("msg"), separators=(",", ":"))) == 200
+        await trio.testing.wait_all_tasks_blocked()
+    assert results[0] == "fit"
+    assert "frame of 201 bytes is over max_frame (200 bytes)" in results[1]
