@@ -30,6 +30,7 @@ import trio
 from ._channel import Channel
 from ._config import MiB
 from ._exceptions import (
+    ChannelBrokenError,
     ChannelError,
     MessageTooLargeError,
     ProtocolError,
@@ -59,6 +60,9 @@ __all__ = ["Backoff", "Client", "ClientStatistics", "open_client"]
 log = logging.getLogger("statesession.client")
 
 Connect = Callable[[], Awaitable[Channel]]
+
+#: Seconds a channel gets to close before it is abandoned.
+_CLOSE_TIMEOUT = 10.0
 
 #: Error codes after which reconnecting cannot help.
 _FINAL_CODES = frozenset(
@@ -261,7 +265,8 @@ class Client:
                     finally:
                         self._channel = None
                         self._connected = False
-                        with trio.CancelScope(shield=True):
+                        with trio.CancelScope(shield=True) as scope:
+                            scope.deadline = trio.current_time() + _CLOSE_TIMEOUT
                             await channel.aclose()
                     if self._ended.is_set():
                         return
@@ -275,10 +280,9 @@ class Client:
                 remaining = dropped_at + limit - now
                 if remaining <= 0:
                     self._fail(
-                        RemoteError(
-                            "unreachable",
+                        ChannelBrokenError(
                             f"could not reach the server for {limit:g} s; giving up "
-                            f"(last error: {self._last_error})",
+                            f"(last error: {self._last_error})"
                         )
                     )
                     return
@@ -479,7 +483,8 @@ async def open_client(
     session; otherwise a new one is created. Returns once the server welcomed the client,
     raising :class:`RemoteError` if it refused. Reconnecting gives up after
     ``give_up_after`` seconds without a connection (default: the server's reconnect
-    window). Leaving the block ends the session with ``bye`` unless it is already over.
+    window), raising :class:`ChannelBrokenError`. Leaving the block ends the session with
+    ``bye`` unless it is already over.
     """
     if (session is None) != (token is None):
         raise ValueError("session and token go together: give both to resume, or neither")

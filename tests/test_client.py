@@ -114,7 +114,8 @@ async def test_client_gives_up_when_the_server_stays_away(
             up = False
             made[0].cut()
             with pytest.raises(
-                RemoteError, match=r"for 5 s; giving up \(last error: connect failed: host"
+                statesession.ChannelBrokenError,
+                match=r"for 5 s; giving up \(last error: connect failed: host",
             ):
                 await client.receive()
             assert trio.current_time() == pytest.approx(5, abs=1.5)
