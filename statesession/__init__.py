@@ -28,6 +28,7 @@ from ._exceptions import RemoteError as RemoteError
 from ._exceptions import ResumeGapError as ResumeGapError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import StateSessionError as StateSessionError
+from ._exceptions import TransportError as TransportError
 from ._report import CleanupItem as CleanupItem
 from ._report import CleanupReport as CleanupReport
 from ._report import Outcome as Outcome
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from ._session import Message as Message
     from ._session import Session as Session
     from ._session import SessionStatistics as SessionStatistics
+    from ._transport import Transport as Transport
+    from ._transport import load_transport as load_transport
+    from ._transport import serve as serve
 
 __version__ = "0.1.0.dev0"
 
@@ -58,6 +62,9 @@ _DRIVER = {
     "Message": "._session",
     "Session": "._session",
     "SessionStatistics": "._session",
+    "Transport": "._transport",
+    "load_transport": "._transport",
+    "serve": "._transport",
 }
 
 
@@ -101,6 +108,10 @@ __all__ = [
     "SessionManager",
     "SessionStatistics",
     "StateSessionError",
+    "Transport",
+    "TransportError",
+    "load_transport",
     "open_client",
     "open_manager",
+    "serve",
 ]

@@ -29,12 +29,19 @@ class Channel(abc.ABC):
         """Send one frame; return once the transport has taken it."""
 
     @abc.abstractmethod
-    async def receive(self) -> str:
-        """Wait for and return the next frame."""
+    async def receive(self) -> str | bytes:
+        """Wait for and return the next frame: text, or the UTF-8 bytes of the text (the
+        core validates the encoding, so a transport need not decode)."""
 
     @abc.abstractmethod
-    async def aclose(self) -> None:
-        """Close the connection. Idempotent; never raises for a broken connection."""
+    async def aclose(self, error: str | None = None) -> None:
+        """Close the connection. Idempotent; never raises for a broken connection.
+
+        ``error`` is the protocol error code (``"bad_frame"``, ``"server_shutdown"``, ...)
+        when the core ends the connection because of a fatal error, ``None`` for a normal
+        close. A transport that can say why it closes (a WebSocket close code) does; the
+        others ignore it. Must return in bounded time even if the peer stopped reading.
+        """
 
     @property
     def peer(self) -> str:

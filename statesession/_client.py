@@ -53,6 +53,7 @@ from ._protocol import (
     encode_data,
     encode_frame,
 )
+from ._transport import load_transport
 from ._util import collapse_single_exception_group
 
 __all__ = ["Backoff", "Client", "ClientStatistics", "open_client"]
@@ -121,8 +122,10 @@ class Client:
         max_pending: int,
         backoff: Backoff,
         give_up_after: float | None,
+        connect_timeout: float,
     ) -> None:
         self._connect = connect
+        self._connect_timeout = connect_timeout
         #: The session id (set by the first ``welcome``).
         self.session_id = session
         #: The session's secret token, needed to resume it.
@@ -254,9 +257,10 @@ class Client:
         try:
             while True:
                 try:
-                    channel = await self._connect()
-                except (OSError, ChannelError) as exc:
-                    self._last_error = f"connect failed: {exc}"
+                    with trio.fail_after(self._connect_timeout):
+                        channel = await self._connect()
+                except (OSError, ChannelError, trio.TooSlowError) as exc:
+                    self._last_error = f"connect failed: {exc or 'timed out'}"
                     log.info("%s", self._last_error)
                 else:
                     self._channel = channel
@@ -465,7 +469,7 @@ class Client:
 
 @asynccontextmanager
 async def open_client(
-    connect: Connect,
+    connect: Connect | str,
     *,
     session: str | None = None,
     token: str | None = None,
@@ -475,32 +479,49 @@ async def open_client(
     max_pending: int = 1000,
     backoff: Backoff | None = None,
     give_up_after: float | None = None,
+    connect_timeout: float = 10.0,
 ) -> AsyncIterator[Client]:
     """Connect to a session server and keep the session connected.
 
-    ``connect()`` opens a new :class:`Channel` to the server; it is called again after
-    every drop. Pass ``session`` and ``token`` (and ``client``) to resume an existing
-    session; otherwise a new one is created. Returns once the server welcomed the client,
-    raising :class:`RemoteError` if it refused. Reconnecting gives up after
+    ``connect`` is a URL (``"ws://127.0.0.1:8765/"``, ``"tcp://127.0.0.1:8766"``, or any
+    registered transport's scheme) or a function that opens a new :class:`Channel`; it is
+    used again after every drop, with exponential backoff and jitter between attempts
+    (``backoff``) and each attempt bounded by ``connect_timeout``. Pass ``session`` and
+    ``token`` to attach to an existing session (with ``client`` to resume as that
+    client); otherwise a new session is created. Returns once the server welcomed the
+    client, raising :class:`RemoteError` if it refused. Reconnecting gives up after
     ``give_up_after`` seconds without a connection (default: the server's reconnect
     window), raising :class:`ChannelBrokenError`. Leaving the block ends the session with
     ``bye`` unless it is already over.
     """
     if (session is None) != (token is None):
         raise ValueError("session and token go together: give both to resume, or neither")
-    client_obj = Client(
-        connect,
-        session=session,
-        token=token,
-        client=client,
-        auth=auth,
-        max_frame=max_frame,
-        max_pending=max_pending,
-        backoff=backoff or Backoff(),
-        give_up_after=give_up_after,
-    )
+    transport = load_transport(connect) if isinstance(connect, str) else None
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
+            if transport is not None:
+                url = connect
+                assert isinstance(url, str)
+
+                async def connect_url() -> Channel:
+                    return await transport.connect(url, nursery=nursery, max_frame=max_frame)
+
+                opener: Connect = connect_url
+            else:
+                assert not isinstance(connect, str)
+                opener = connect
+            client_obj = Client(
+                opener,
+                session=session,
+                token=token,
+                client=client,
+                auth=auth,
+                max_frame=max_frame,
+                max_pending=max_pending,
+                backoff=backoff or Backoff(),
+                give_up_after=give_up_after,
+                connect_timeout=connect_timeout,
+            )
             nursery.start_soon(client_obj._supervise, name="statesession client")
             await client_obj._welcomed.wait()
             client_obj._check()
@@ -508,7 +529,7 @@ async def open_client(
                 yield client_obj
             finally:
                 with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + 10
+                    scope.deadline = trio.current_time() + _CLOSE_TIMEOUT
                     if not client_obj._ended.is_set() and client_obj._connected:
                         await client_obj.close()
                 nursery.cancel_scope.cancel()

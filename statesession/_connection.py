@@ -70,6 +70,7 @@ class Connection:
         "_sending_since",
         "channel",
         "client",
+        "close_error",
         "cursor",
         "last_ping",
         "last_received",
@@ -99,6 +100,8 @@ class Connection:
         self._reack = False
         self._final: str | None = None
         self._flush = False
+        #: The protocol error code the connection ends with, if it ends with one.
+        self.close_error: str | None = None
         self._bye = False
         #: The connection's nursery scope once it runs: cancelling it drops the
         #: connection, and its deadline bounds the frame being sent.
@@ -146,6 +149,8 @@ class Connection:
         """Tell the peer about ``error``; end the connection if it is fatal."""
         log.info("session %s: %s sent a bad frame: %s", self.session.id, self.peer, error)
         if error.fatal:
+            if self._final is None:
+                self.close_error = error.code
             self.finish(error_text(error), flush=False)
         else:
             self.queue(error_text(error))
@@ -271,16 +276,13 @@ class Connection:
         if seq <= buffer.last_seq:
             if seq < buffer.first_seq:
                 self._final = None
-                self.finish(
-                    error_text(
-                        ProtocolError(
-                            "resume_gap",
-                            f"messages {seq}..{buffer.first_seq - 1} were dropped before this "
-                            "connection was sent them (the replay buffer overflowed)",
-                            fatal=True,
-                        )
-                    ),
-                    flush=False,
+                self.fail(
+                    ProtocolError(
+                        "resume_gap",
+                        f"messages {seq}..{buffer.first_seq - 1} were dropped before this "
+                        "connection was sent them (the replay buffer overflowed)",
+                        fatal=True,
+                    )
                 )
                 return self._final, True
             self.next_seq = seq + 1

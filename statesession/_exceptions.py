@@ -9,6 +9,7 @@
     │   ├── ChannelBrokenError           the peer or the network ended it (__cause__ set)
     │   └── FrameTooLargeError           a frame over the channel's size limit
     ├── ProtocolError                    a peer broke wire protocol v1 (.code, .fatal)
+    ├── TransportError                   no transport for a name or URL, or its extra is missing
     ├── LifecycleError                   an event the lifecycle does not accept from outside
     ├── SessionClosedError               the session no longer takes operations (.reason)
     ├── MessageTooLargeError (ValueError) a message whose frame exceeds max_frame
@@ -35,6 +36,7 @@ __all__ = [
     "ResumeGapError",
     "SessionClosedError",
     "StateSessionError",
+    "TransportError",
 ]
 
 
@@ -61,12 +63,14 @@ class ChannelBrokenError(ChannelError):
 class FrameTooLargeError(ChannelError):
     """A frame is larger than the channel accepts.
 
-    ``size`` is the frame's length in bytes (UTF-8), ``limit`` the largest allowed.
+    ``size`` is the frame's length in bytes (UTF-8), or ``None`` when the transport did
+    not say; ``limit`` is the largest allowed.
     """
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int | None, limit: int) -> None:
+        what = "a frame" if size is None else f"frame of {size} bytes"
         super().__init__(
-            f"frame of {size} bytes is over the limit of {limit} bytes; "
+            f"{what} is over the limit of {limit} bytes; "
             "send smaller messages or raise max_frame on both sides"
         )
         self.size = size
@@ -85,6 +89,11 @@ class ProtocolError(StateSessionError):
         self.code = code
         self.message = message
         self.fatal = fatal
+
+
+class TransportError(StateSessionError):
+    """No transport is registered for a name or URL scheme, or the one that is cannot be
+    loaded (the message names the extra to install)."""
 
 
 class LifecycleError(StateSessionError):

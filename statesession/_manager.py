@@ -146,6 +146,7 @@ class SessionManager:
         frame and, if fatal, the end of this connection only.
         """
         connection: Connection | None = None
+        close_error: str | None = None
         try:
             with trio.CancelScope() as handshake:
                 self._handshakes.add(handshake)
@@ -154,6 +155,7 @@ class SessionManager:
                 except ProtocolError as exc:
                     self._refused += 1
                     log.info("refused %s: %s", channel.peer, exc)
+                    close_error = exc.code
                     await self._send_last_words(channel, exc)
                     return
                 except ChannelError:
@@ -162,6 +164,7 @@ class SessionManager:
                     self._handshakes.discard(handshake)
             if handshake.cancelled_caught:
                 if self._closing:
+                    close_error = "server_shutdown"
                     await self._send_last_words(
                         channel,
                         ProtocolError("server_shutdown", "server is shutting down", fatal=True),
@@ -171,13 +174,14 @@ class SessionManager:
             try:
                 await connection.run()
             finally:
+                close_error = connection.close_error
                 connection.session._detach(connection)
         except Exception as exc:
             # Nothing a peer sends should get here; if a bug does, it ends this connection
             # only, and the transport serving the others never sees it.
             log.error("internal error serving %s: %s", channel.peer, exc, exc_info=exc)
         finally:
-            await self._close_channel(channel)
+            await self._close_channel(channel, close_error)
 
     # -- the handshake ---------------------------------------------------------------------
 
@@ -318,11 +322,11 @@ class SessionManager:
         with trio.move_on_after(self.config.send_timeout), suppress(ChannelError):
             await channel.send(error_text(error))
 
-    async def _close_channel(self, channel: Channel) -> None:
+    async def _close_channel(self, channel: Channel, error: str | None) -> None:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.config.send_timeout
             with suppress(ChannelError):
-                await channel.aclose()
+                await channel.aclose(error)
 
     # -- sessions ---------------------------------------------------------------------------
 

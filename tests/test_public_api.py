@@ -37,8 +37,12 @@ PUBLIC = {
     "SessionManager",
     "SessionStatistics",
     "StateSessionError",
+    "Transport",
+    "TransportError",
+    "load_transport",
     "open_client",
     "open_manager",
+    "serve",
 }
 
 

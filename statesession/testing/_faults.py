@@ -31,7 +31,7 @@ class FaultyChannel(Channel):
         inner: Channel,
         *,
         cut_after: int | None = None,
-        drop: Callable[[str], bool] | None = None,
+        drop: Callable[[str | bytes], bool] | None = None,
         delay: float = 0.0,
     ) -> None:
         self.inner = inner
@@ -96,7 +96,7 @@ class FaultyChannel(Channel):
         self._check()
         self._passed()
 
-    async def receive(self) -> str:
+    async def receive(self) -> str | bytes:
         while True:
             self._check()
             with trio.CancelScope() as scope:
@@ -116,6 +116,6 @@ class FaultyChannel(Channel):
             self._passed()
             return frame
 
-    async def aclose(self) -> None:
+    async def aclose(self, error: str | None = None) -> None:
         self._closed = True
-        await self.inner.aclose()
+        await self.inner.aclose(error)

@@ -80,7 +80,7 @@ class MemoryChannel(Channel):
                 raise FrameTooLargeError(size, limit)
         return frame
 
-    async def aclose(self) -> None:
+    async def aclose(self, error: str | None = None) -> None:
         if not self._closed:
             self._closed = True
             self._send.close()

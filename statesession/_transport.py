@@ -1,0 +1,115 @@
+"""Transports: how sessions reach a network, found by name or URL scheme.
+
+Theory of operation
+-------------------
+A transport turns network connections into :class:`~statesession.Channel` objects and
+nothing more: handshake, resume, acks, heartbeats and limits live in the core. It serves
+(calling a handler with one channel per accepted connection) and connects (returning one
+channel). Transports are distributions of their own, registered in the entry-point group
+``statesession.transports`` under their name *and* under each URL scheme they handle, so
+``load_transport("websocket")`` and ``load_transport("ws://host:8765/")`` find the same
+one. An entry point may name the extra that brings the transport's dependencies
+(``"statesession_websocket:transport [websocket]"``), so a missing dependency is reported
+as the command that installs it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import trio
+
+from ._channel import Channel
+from ._config import SessionConfig
+from ._exceptions import TransportError
+
+if TYPE_CHECKING:
+    from ._manager import SessionManager
+
+__all__ = ["ENTRY_POINT_GROUP", "Transport", "load_transport", "serve"]
+
+ENTRY_POINT_GROUP = "statesession.transports"
+
+Handler = Callable[[Channel], Awaitable[None]]
+
+
+class Transport(abc.ABC):
+    """A way to move frames over a network; see docs/writing-a-transport.md."""
+
+    #: The transport's name (also its entry point's name).
+    name: str = ""
+
+    @abc.abstractmethod
+    async def serve(
+        self,
+        handler: Handler,
+        url: str,
+        *,
+        config: SessionConfig,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections at ``url`` and run ``handler(channel)`` for each, until
+        cancelled. Each connection runs inside its own error boundary: nothing one peer
+        does may end the others or the server. Calls ``task_status.started(url)`` with the
+        URL actually listened on (the real port when ``url`` asked for port 0). Enforces
+        ``config.max_frame`` on what it receives."""
+
+    @abc.abstractmethod
+    async def connect(self, url: str, *, nursery: trio.Nursery, max_frame: int) -> Channel:
+        """Open one connection to ``url``. Background work the connection needs runs in
+        ``nursery`` and ends when the channel is closed."""
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_transport(name_or_url: str) -> Transport:
+    """The transport registered under a name (``"tcp"``) or for a URL's scheme
+    (``"tcp://127.0.0.1:9000"``). Raises :class:`TransportError` when there is none, or
+    when its dependencies are not installed (naming the extra to install)."""
+    key = urlsplit(name_or_url).scheme if "://" in name_or_url else name_or_url
+    registered = _entry_points()
+    entry_point = registered.get(key)
+    if entry_point is None:
+        known = ", ".join(sorted(registered)) or "none"
+        raise TransportError(
+            f"no transport is registered for {key!r} (registered: {known}); install one "
+            f"that provides it in the {ENTRY_POINT_GROUP!r} entry-point group"
+        )
+    try:
+        transport = entry_point.load()
+    except ImportError as exc:
+        extras = ",".join(entry_point.extras)
+        fix = (
+            f"pip install 'statesession[{extras}]'"
+            if extras
+            else f"install the distribution that provides {entry_point.value!r}"
+        )
+        raise TransportError(
+            f"the {entry_point.name!r} transport cannot be loaded ({exc}); {fix}"
+        ) from exc
+    if not isinstance(transport, Transport):
+        raise TransportError(
+            f"entry point {entry_point.name!r} = {entry_point.value!r} is not a Transport"
+        )
+    return transport
+
+
+async def serve(
+    manager: SessionManager,
+    url: str = "ws://127.0.0.1:8765/",
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``manager``'s sessions at ``url`` (``ws://``, ``tcp://``, or any registered
+    scheme) until cancelled. With ``await nursery.start(serve, manager, url)``, returns the
+    URL actually listened on once connections are accepted."""
+    transport = load_transport(url)
+    await transport.serve(
+        manager.serve_channel, url, config=manager.config, task_status=task_status
+    )

@@ -1,0 +1,154 @@
+"""The TCP transport: length-prefixed frames over trio TCP streams."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import trio
+
+from statesession import (
+    Channel,
+    ChannelBrokenError,
+    ChannelClosedError,
+    SessionConfig,
+    Transport,
+    TransportError,
+)
+
+from ._framing import FrameDecoder, encode_frame
+
+__all__ = ["DEFAULT_PORT", "TcpChannel", "TcpTransport", "transport"]
+
+log = logging.getLogger("statesession.tcp")
+
+DEFAULT_PORT = 8766
+_RECEIVE_SIZE = 65536
+
+
+def _address(url: str, *, default_port: int | None) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "tcp":
+        raise TransportError(f"not a tcp:// URL: {url!r}")
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise TransportError(f"bad port in {url!r}: {exc}") from None
+    if port is None:
+        if default_port is None:
+            raise TransportError(f"{url!r} needs a port (tcp://host:port)")
+        port = default_port
+    return host, port
+
+
+class TcpChannel(Channel):
+    """A Channel over one TCP stream, each frame prefixed by its 4-byte length."""
+
+    def __init__(
+        self, stream: trio.SocketStream, *, max_frame: int, close_timeout: float = 10.0
+    ) -> None:
+        self.stream = stream
+        self._decoder = FrameDecoder(max_frame)
+        self._close_timeout = close_timeout
+        self._closed = False
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            self._peer = f"tcp:{host}:{port}"
+        except OSError:
+            self._peer = "tcp:?"
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    def _error(self, exc: BaseException) -> ChannelBrokenError | ChannelClosedError:
+        if self._closed:
+            return ChannelClosedError(f"{self._peer} was closed by this side")
+        return ChannelBrokenError(f"{self._peer}: {exc or type(exc).__name__}")
+
+    async def send(self, frame: str) -> None:
+        if self._closed:
+            raise ChannelClosedError(f"{self._peer} was closed by this side")
+        try:
+            await self.stream.send_all(encode_frame(frame))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise self._error(exc) from exc
+
+    async def receive(self) -> bytes:
+        if self._closed:
+            raise ChannelClosedError(f"{self._peer} was closed by this side")
+        decoder = self._decoder
+        while (frame := decoder.next_frame()) is None:
+            try:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise self._error(exc) from exc
+            if not data:
+                if self._closed:
+                    raise ChannelClosedError(f"{self._peer} was closed by this side")
+                cut = " in the middle of a frame" if decoder.pending else ""
+                raise ChannelBrokenError(f"{self._peer}: the peer closed the connection{cut}")
+            decoder.feed(data)
+        return frame
+
+    async def aclose(self, error: str | None = None) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        with trio.move_on_after(self._close_timeout) as waited:
+            await self.stream.aclose()
+        if waited.cancelled_caught:
+            await trio.aclose_forcefully(self.stream)
+
+    async def abort(self) -> None:
+        """Reset the connection (RST), as a crashed peer or a failed network would."""
+        self._closed = True
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await trio.aclose_forcefully(self.stream)
+
+
+class TcpTransport(Transport):
+    """``tcp://host:port``: length-prefixed JSON frames over plain TCP."""
+
+    name = "tcp"
+
+    async def serve(
+        self,
+        handler: Callable[[Channel], Awaitable[None]],
+        url: str,
+        *,
+        config: SessionConfig,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        host, port = _address(url, default_port=DEFAULT_PORT)
+
+        async def on_connection(stream: trio.SocketStream) -> None:
+            channel = TcpChannel(
+                stream, max_frame=config.max_frame, close_timeout=config.send_timeout
+            )
+            try:
+                await handler(channel)
+            except Exception as exc:  # one connection's failure must not end the server
+                log.error("connection %s failed: %s", channel.peer, exc, exc_info=exc)
+            finally:
+                await channel.aclose()
+
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, on_connection, listeners)
+            task_status.started(f"tcp://{bound[0]}:{bound[1]}")
+
+    async def connect(self, url: str, *, nursery: trio.Nursery, max_frame: int) -> Channel:
+        host, port = _address(url, default_port=None)
+        stream = await trio.open_tcp_stream(host, port)
+        return TcpChannel(stream, max_frame=max_frame)
+
+
+#: The instance registered as the ``tcp`` transport.
+transport = TcpTransport()
