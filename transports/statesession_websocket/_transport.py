@@ -13,7 +13,7 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
-    connect_websocket,
+    wrap_client_stream,
     wrap_server_stream,
 )
 
@@ -117,6 +117,10 @@ class WebSocketChannel(Channel):
             with trio.move_on_after(self._close_timeout):
                 await self.connection.aclose(CLOSE_CODES.get(error, 4000), error)
         finally:
+            # When the peer closed first, the connection's own aclose() returns without
+            # closing the TCP stream: this channel owns the stream and closes it.
+            if self.stream is not None:
+                await trio.aclose_forcefully(self.stream)
             self.closed.set()
 
     async def abort(self) -> None:
@@ -233,18 +237,26 @@ class WebSocketTransport(Transport):
     ) -> None:
         host, port, path, secure = _address(url, default_port=DEFAULT_PORT)
         started = False
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
         try:
             async with trio.open_nursery() as inner:
-                connection = await connect_websocket(
+                stream = await trio.open_tcp_stream(host, port)
+                if secure:
+                    stream = trio.SSLStream(
+                        stream,
+                        ssl.create_default_context(),
+                        server_hostname=host,
+                        https_compatible=True,
+                    )
+                connection = await wrap_client_stream(
                     inner,
-                    host,
-                    port,
+                    stream,
+                    host if port in (80, 443) else f"{host}:{port}",
                     path,
-                    use_ssl=secure,
                     max_message_size=max_frame,
                     receive_buffer_size=_RECEIVE_SIZE,
                 )
-                channel = WebSocketChannel(connection, max_frame=max_frame)
+                channel = WebSocketChannel(connection, stream, max_frame=max_frame)
                 task_status.started(channel)
                 started = True
                 await channel.closed.wait()
@@ -255,6 +267,9 @@ class WebSocketTransport(Transport):
             if not started:
                 raise ChannelBrokenError(f"could not open {url}: {exc}") from exc
             log.info("connection to %s ended: %s", url, exc)
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
 
 
 #: The instance registered as the ``websocket`` transport (and for ``ws``/``wss``).
