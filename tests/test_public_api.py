@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -60,7 +61,7 @@ def test_public_namespaces_only_reexport() -> None:
         assert {n for n in vars(module) if not n.startswith("_")} == set(module.__all__)
         for name in module.__all__:
             obj = getattr(module, name)
-            if isinstance(obj, type) or callable(obj):
+            if isinstance(obj, type) or inspect.isfunction(obj):
                 assert obj.__module__.rsplit(".", 1)[-1].startswith("_"), name
 
 
