@@ -32,6 +32,7 @@ from ._config import MiB
 from ._exceptions import (
     ChannelBrokenError,
     ChannelError,
+    FrameTooLargeError,
     MessageTooLargeError,
     ProtocolError,
     RemoteError,
@@ -165,6 +166,7 @@ class Client:
         self._bye_reason: str | None = None
         self._ended = trio.Event()
         self._last_error = "none"
+        self._stopped = trio.Event()
         self._fatal: RemoteError | None = None
 
     # -- the application's API ------------------------------------------------------------
@@ -294,6 +296,8 @@ class Client:
                 attempt += 1
         except (RemoteError, ProtocolError) as exc:
             self._fail(exc)
+        finally:
+            self._stopped.set()
 
     def _fail(self, error: BaseException) -> None:
         if self._closed_reason is None and self._failure is None:
@@ -389,7 +393,16 @@ class Client:
         silence = self._heartbeat * 3
         while True:
             with trio.move_on_after(silence) as waited:
-                text = await channel.receive()
+                try:
+                    text = await channel.receive()
+                except FrameTooLargeError as exc:
+                    # Reconnecting would only resend the same frame: this is final.
+                    self._fatal = RemoteError(
+                        "frame_too_large",
+                        f"a frame over the limit ended the connection ({exc}); the server's "
+                        "or this client's max_frame is smaller than the message",
+                    )
+                    return
             if waited.cancelled_caught:
                 log.info("server silent for %.1f s; reconnecting", silence)
                 return
@@ -532,4 +545,8 @@ async def open_client(
                     scope.deadline = trio.current_time() + _CLOSE_TIMEOUT
                     if not client_obj._ended.is_set() and client_obj._connected:
                         await client_obj.close()
+                    if client_obj._ended.is_set():
+                        # Let the supervisor close its channel (a close handshake needs
+                        # the transport's tasks, which the cancel below would end).
+                        await client_obj._stopped.wait()
                 nursery.cancel_scope.cancel()

@@ -56,49 +56,117 @@ class SessionConfig:
     when the config is made: a bad one raises :class:`ConfigError` naming the field.
     """
 
-    #: How long a session without connections waits for its client to come back.
-    reconnect_window: float = attrs.field(default=30.0, validator=_positive)
-    #: A connection silent for this long is sent a ``ping``.
-    heartbeat_interval: float = attrs.field(default=10.0, validator=_positive)
-    #: A connection silent for this long is considered dead and detached.
-    heartbeat_timeout: float = attrs.field(default=30.0, validator=_positive)
-    #: Time a new connection has to send its ``hello``.
-    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
-    #: Largest frame, in bytes, accepted from or sent to a peer.
-    max_frame: int = attrs.field(default=MiB, validator=_positive_int)
-    #: Most server messages held for replay (not yet acknowledged by every client).
-    buffer_messages: int = attrs.field(default=1000, validator=_positive_int)
-    #: Most bytes of server messages held for replay.
-    buffer_bytes: int = attrs.field(default=MiB, validator=_positive_int)
-    #: What ``session.send`` does when the replay buffer is full: wait for acks
-    #: (``"backpressure"``) or drop the oldest message, so that a client that still needed
-    #: it gets ``resume_gap`` (``"drop_oldest"``).
+    reconnect_window: float = attrs.field(
+        metadata={
+            "help": ("How long a session without connections waits for its client to come back.")
+        },
+        default=30.0,
+        validator=_positive,
+    )
+    heartbeat_interval: float = attrs.field(
+        metadata={"help": "A connection silent for this long is sent a ``ping``."},
+        default=10.0,
+        validator=_positive,
+    )
+    heartbeat_timeout: float = attrs.field(
+        metadata={"help": "A connection silent for this long is considered dead and detached."},
+        default=30.0,
+        validator=_positive,
+    )
+    handshake_timeout: float = attrs.field(
+        metadata={"help": "Time a new connection has to send its ``hello``."},
+        default=10.0,
+        validator=_positive,
+    )
+    max_frame: int = attrs.field(
+        metadata={"help": "Largest frame, in bytes, accepted from or sent to a peer."},
+        default=MiB,
+        validator=_positive_int,
+    )
+    buffer_messages: int = attrs.field(
+        metadata={
+            "help": (
+                "Most server messages held for replay (not yet acknowledged by every client)."
+            )
+        },
+        default=1000,
+        validator=_positive_int,
+    )
+    buffer_bytes: int = attrs.field(
+        metadata={"help": "Most bytes of server messages held for replay."},
+        default=MiB,
+        validator=_positive_int,
+    )
     overflow: Overflow = attrs.field(
-        default="backpressure", validator=_one_of("backpressure", "drop_oldest")
+        metadata={
+            "help": (
+                "What ``session.send`` does when the replay buffer is full: wait for acks "
+                '(``"backpressure"``) or drop the oldest message, so that a client that still '
+                'needed it gets ``resume_gap`` (``"drop_oldest"``).'
+            )
+        },
+        default="backpressure",
+        validator=_one_of("backpressure", "drop_oldest"),
     )
-    #: Whether a new connection joins the ones already attached (``"share"``: each gets
-    #: every message) or replaces them (``"takeover"``).
     attach_policy: AttachPolicy = attrs.field(
-        default="share", validator=_one_of("share", "takeover")
+        metadata={
+            "help": (
+                'Whether a new connection joins the ones already attached (``"share"``: each '
+                'gets every message) or replaces them (``"takeover"``).'
+            )
+        },
+        default="share",
+        validator=_one_of("share", "takeover"),
     )
-    #: Time each resource gets to close before it is forced.
-    cleanup_timeout: float = attrs.field(default=10.0, validator=_positive)
-    #: Time tasks get to finish on their own when a session terminates, before they are
-    #: cancelled.
-    cancel_grace: float = attrs.field(default=1.0, validator=_non_negative)
-    #: Time one frame may take to reach a peer before the connection is given up.
-    send_timeout: float = attrs.field(default=10.0, validator=_positive)
-    #: Most live sessions one manager holds.
-    max_sessions: int = attrs.field(default=10_000, validator=_positive_int)
-    #: Most live sessions one authenticated principal may hold.
-    max_sessions_per_principal: int = attrs.field(default=100, validator=_positive_int)
-    #: Most clients a session remembers (for deduplication and resume).
-    max_clients: int = attrs.field(default=16, validator=_positive_int)
-    #: Client messages queued for the application. A message is acknowledged when the
-    #: application takes it, so a client keeping to its window of unacknowledged messages
-    #: (the Python client's ``max_pending``, 1000) never fills it; past this, a
-    #: connection is not read until the application catches up.
-    inbox_messages: int = attrs.field(default=1000, validator=_positive_int)
+    cleanup_timeout: float = attrs.field(
+        metadata={"help": "Time each resource gets to close before it is forced."},
+        default=10.0,
+        validator=_positive,
+    )
+    cancel_grace: float = attrs.field(
+        metadata={
+            "help": (
+                "Time tasks get to finish on their own when a session terminates, before they "
+                "are cancelled."
+            )
+        },
+        default=1.0,
+        validator=_non_negative,
+    )
+    send_timeout: float = attrs.field(
+        metadata={
+            "help": ("Time one frame may take to reach a peer before the connection is given up.")
+        },
+        default=10.0,
+        validator=_positive,
+    )
+    max_sessions: int = attrs.field(
+        metadata={"help": "Most live sessions one manager holds."},
+        default=10_000,
+        validator=_positive_int,
+    )
+    max_sessions_per_principal: int = attrs.field(
+        metadata={"help": "Most live sessions one authenticated principal may hold."},
+        default=100,
+        validator=_positive_int,
+    )
+    max_clients: int = attrs.field(
+        metadata={"help": "Most clients a session remembers (for deduplication and resume)."},
+        default=16,
+        validator=_positive_int,
+    )
+    inbox_messages: int = attrs.field(
+        metadata={
+            "help": (
+                "Client messages queued for the application. A message is acknowledged when the "
+                "application takes it, so a client keeping to its window of unacknowledged "
+                "messages (the Python client's ``max_pending``, 1000) never fills it; past this,"
+                " a connection is not read until the application catches up."
+            )
+        },
+        default=1000,
+        validator=_positive_int,
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.heartbeat_timeout < self.heartbeat_interval:

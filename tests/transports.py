@@ -61,3 +61,42 @@ def pair_opener(
                 nursery.cancel_scope.cancel()
 
     return open_memory if name == "memory" else open_network
+
+
+class NetServer:
+    """A manager served over a real transport on 127.0.0.1, recording server channels."""
+
+    def __init__(self, manager: statesession.SessionManager, url: str, nursery: trio.Nursery):
+        self.manager = manager
+        self.url = url
+        self.nursery = nursery
+        self.channels: list[Channel] = []
+
+
+@asynccontextmanager
+async def net_server(
+    transport: str,
+    app: Callable[[statesession.Session], object],
+    *,
+    config: SessionConfig | None = None,
+) -> AsyncIterator[NetServer]:
+    config = config or SessionConfig()
+    loaded = statesession.load_transport(transport)
+    scheme = "ws" if transport == "websocket" else transport
+    async with trio.open_nursery() as nursery:
+        async with statesession.open_manager(app, config=config) as manager:  # type: ignore[arg-type]
+            server: NetServer
+
+            async def handler(channel: Channel) -> None:
+                server.channels.append(channel)
+                await manager.serve_channel(channel)
+
+            url = await nursery.start(
+                lambda task_status: loaded.serve(
+                    handler, f"{scheme}://127.0.0.1:0/", config=config, task_status=task_status
+                )
+            )
+            server = NetServer(manager, url, nursery)
+            yield server
+        # Sessions are cleaned up and their clients told; now stop listening.
+        nursery.cancel_scope.cancel()

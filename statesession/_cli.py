@@ -1,0 +1,223 @@
+"""The ``statesession`` command: ``serve`` a session server, draw the ``diagram``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ._config import SessionConfig
+from ._diagram import lifecycle_diagram, lifecycle_png
+from ._exceptions import ConfigError, TransportError
+
+__all__ = ["main"]
+
+log = logging.getLogger("statesession")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORTS = {"websocket": 8765, "tcp": 8766}
+SCHEMES = {"websocket": "ws"}
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "session limits and timeouts (each is a SessionConfig field; seconds, bytes, counts)"
+    )
+    hints = typing.get_type_hints(SessionConfig)
+    for field in attrs.fields(SessionConfig):
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+        kind: Any = str if choices else type(field.default)
+        group.add_argument(
+            flag,
+            dest=f"config_{field.name}",
+            type=kind,
+            choices=choices,
+            default=None,
+            metavar=None if choices else kind.__name__.upper(),
+            help=f"{field.metadata['help'].replace('``', '')} (default: {field.default})",
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="statesession",
+        description="Robust client sessions: serve them, or draw their lifecycle.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a session server",
+        description=(
+            "Serve sessions of APP (default: the built-in demo) until Ctrl-C or SIGTERM, "
+            "which terminate every session and tell each client why."
+        ),
+    )
+    serve.add_argument(
+        "app",
+        nargs="?",
+        default=None,
+        metavar="APP",
+        help="the app to run, as module:function (default: the built-in demo)",
+    )
+    serve.add_argument(
+        "--transport",
+        default="websocket",
+        help="transport name: websocket (default) or tcp, or any registered one",
+    )
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="default: 8765 for websocket, 8766 for tcp; 0 picks a free port",
+    )
+    serve.add_argument(
+        "--store",
+        default="memory",
+        choices=["memory"],
+        help="where passivated sessions go (memory: nowhere; sessions live in memory only)",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    _config_arguments(serve)
+
+    diagram = commands.add_parser(
+        "diagram",
+        help="write the session lifecycle diagram",
+        description="Write the lifecycle chart, generated from SessionChart.",
+    )
+    diagram.add_argument(
+        "--format",
+        default="mermaid",
+        choices=["mermaid", "dot", "svg", "png"],
+        help="mermaid and dot are text; svg and png need Graphviz's dot program",
+    )
+    diagram.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    return parser
+
+
+def _load_app(spec: str | None) -> Any:
+    if spec is None:
+        from ._demo import demo
+
+        return demo
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"statesession: APP must look like module:function, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"statesession: cannot import {module_name!r}: {exc}") from None
+    try:
+        app = getattr(module, attr)
+    except AttributeError:
+        raise SystemExit(f"statesession: {module_name!r} has no {attr!r}") from None
+    if not callable(app):
+        raise SystemExit(f"statesession: {spec!r} is not callable")
+    return app
+
+
+def _url(args: argparse.Namespace) -> str:
+    port = args.port if args.port is not None else DEFAULT_PORTS.get(args.transport, 8765)
+    scheme = SCHEMES.get(args.transport, args.transport)
+    return f"{scheme}://{args.host}:{port}/"
+
+
+async def _serve(app: Any, url: str, config: SessionConfig) -> None:
+    from ._manager import open_manager
+    from ._transport import serve
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async with open_manager(app, config=config) as manager:
+                bound = await nursery.start(serve, manager, url)
+                log.info("serving %s", bound)
+                async for signum in signals:
+                    log.info(
+                        "%s: terminating %d sessions and stopping",
+                        signal.Signals(signum).name,
+                        len(manager),
+                    )
+                    break
+            # Every session has run its cleanup and told its clients; stop listening.
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    overrides = {
+        name[len("config_") :]: value
+        for name, value in vars(args).items()
+        if name.startswith("config_") and value is not None
+    }
+    try:
+        config = SessionConfig(**overrides)
+    except ConfigError as exc:
+        print(f"statesession: {exc}", file=sys.stderr)
+        return 2
+    app = _load_app(args.app)
+    try:
+        trio.run(_serve, app, _url(args), config)
+    except TransportError as exc:
+        print(f"statesession: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"statesession: cannot listen on {_url(args)}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_diagram(args: argparse.Namespace) -> int:
+    if args.format in ("mermaid", "dot", "svg"):
+        try:
+            text = lifecycle_diagram(args.format)
+        except Exception as exc:  # pydot or Graphviz missing, for svg
+            print(f"statesession: cannot render {args.format}: {exc}", file=sys.stderr)
+            return 1
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text)
+        return 0
+    try:
+        data = lifecycle_png()
+    except Exception as exc:
+        print(
+            f"statesession: cannot render png ({exc}); it needs pydot "
+            "(pip install 'statesession[diagrams]') and Graphviz's dot program",
+            file=sys.stderr,
+        )
+        return 1
+    if args.output is not None:
+        args.output.write_bytes(data)
+    elif sys.stdout.isatty():
+        print("statesession: png is binary; write it with -o FILE", file=sys.stderr)
+        return 2
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _run_serve(args)
+    return _run_diagram(args)

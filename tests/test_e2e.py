@@ -1,0 +1,246 @@
+"""End to end over real 127.0.0.1 sockets: cuts, resume, expiry, hostile clients, load.
+
+These run on the real clock with short timeouts (a virtual clock would jump while the
+tasks wait on the network).
+"""
+
+from __future__ import annotations
+
+import resource
+from contextlib import suppress
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import statesession
+from statesession import Backoff, Channel, RemoteError, SessionConfig
+from statesession._protocol import decode_server_frame
+
+from .helpers import live_tasks
+from .transports import net_server
+
+TRANSPORTS = ["websocket", "tcp"]
+QUICK = SessionConfig(
+    reconnect_window=2.0,
+    heartbeat_interval=0.5,
+    heartbeat_timeout=1.5,
+    handshake_timeout=0.5,
+    cancel_grace=0.2,
+    send_timeout=2.0,
+    max_frame=64 * 1024,
+    buffer_bytes=1024 * 1024,
+)
+FAST_BACKOFF = Backoff(initial=0.02, maximum=0.1)
+
+
+async def streamer(session: statesession.Session) -> None:
+    """Answers {"count": n} with the numbers 0..n-1."""
+    async for message in session:
+        for i in range(message.data["count"]):
+            await session.send(i)
+            if i % 20 == 0:
+                await trio.sleep(0.001)
+
+
+async def echo(session: statesession.Session) -> None:
+    async for message in session:
+        await session.send(message.data)
+
+
+async def abort(channel: Channel) -> None:
+    """Kill a server-side connection abruptly (RST), as a crash or a network failure."""
+    await channel.abort()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_resume_after_server_side_connection_is_killed(transport: str) -> None:
+    """The server-side TCP connection is reset three times mid-stream; the client resumes
+    each time and receives every message exactly once, in order."""
+    async with (
+        net_server(transport, streamer, config=QUICK) as server,
+        statesession.open_client(server.url, backoff=FAST_BACKOFF) as client,
+    ):
+        await client.send({"count": 600})
+        got: list[int] = []
+        with trio.fail_after(30):
+            while len(got) < 600:
+                got.append(await client.receive())
+                if len(got) in (100, 300, 450):
+                    await abort(server.channels[-1])
+        assert got == list(range(600))
+        assert client.statistics().connects == 4
+        (session,) = server.manager.sessions.values()
+        assert session.state == "active"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_window_expiry_ends_the_session_with_a_clear_error(transport: str) -> None:
+    """A client kept away past the reconnect window finds its session terminated and is
+    told so (code terminated, reason window_expired), never served a silent new start."""
+    async with net_server(transport, echo, config=QUICK) as server:
+        reachable = True
+        loaded = statesession.load_transport(transport)
+
+        async def connect() -> Channel:
+            if not reachable:
+                raise OSError("network is down")
+            return await loaded.connect(server.url, nursery=server.nursery, max_frame=65536)
+
+        async with statesession.open_client(
+            connect, backoff=FAST_BACKOFF, give_up_after=60
+        ) as client:
+            await client.send("before")
+            assert await client.receive() == "before"
+            (session,) = server.manager.sessions.values()
+            reachable = False
+            await abort(server.channels[-1])
+            report = await session.wait_terminated()
+            assert report is not None
+            assert report.reason == "window_expired"
+            reachable = True
+            with pytest.raises(RemoteError) as info, trio.fail_after(10):
+                await client.receive()
+            assert info.value.code == "terminated"
+            assert "window_expired" in info.value.message
+
+
+async def raw_connection(url: str) -> trio.SocketStream:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    return await trio.open_tcp_stream(host, int(port))
+
+
+async def closed_by_server(stream: trio.SocketStream, within: float) -> bytes:
+    """Read until the server closes the connection; return what it sent."""
+    received = b""
+    with trio.fail_after(within):
+        while True:
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return received
+            if not data:
+                return received
+            received += data
+
+
+async def bystander_works(url: str) -> None:
+    with trio.fail_after(10):
+        async with statesession.open_client(url) as client:
+            await client.send("ok?")
+            assert await client.receive() == "ok?"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_garbage_bytes_close_only_that_connection(transport: str) -> None:
+    async with net_server(transport, echo, config=QUICK) as server:
+        async with statesession.open_client(server.url) as bystander:
+            async with await raw_connection(server.url) as stream:
+                await stream.send_all(b"\x00\xff\xfe garbage\r\n\r\n" * 10)
+                await closed_by_server(stream, within=5)
+            await bystander.send("still here")
+            assert await bystander.receive() == "still here"
+        await bystander_works(server.url)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_slowloris_is_dropped_after_the_handshake_timeout(transport: str) -> None:
+    """A client that starts a handshake and never finishes it is cut off."""
+    async with net_server(transport, echo, config=QUICK) as server:
+        partial = b"GET / HTTP/1.1\r\nHost: x\r\n" if transport == "websocket" else b"\x00\x00"
+        async with await raw_connection(server.url) as stream:
+            await stream.send_all(partial)
+            started = trio.current_time()
+            await closed_by_server(stream, within=5)
+        assert trio.current_time() - started < 3
+        assert server.manager.statistics().handshakes == 0
+        await bystander_works(server.url)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_oversized_frame_is_refused(transport: str) -> None:
+    async with net_server(transport, echo, config=QUICK) as server:
+        loaded = statesession.load_transport(transport)
+        channel = await loaded.connect(server.url, nursery=server.nursery, max_frame=1 << 20)
+        await channel.send('{"type":"hello","v":1}')
+        assert '"welcome"' in str(await channel.receive())
+        await channel.send('{"type":"msg","seq":1,"data":"' + "x" * 100_000 + '"}')
+        frames = []
+        with trio.fail_after(5):
+            try:
+                while True:
+                    frames.append(decode_server_frame(await channel.receive(), max_frame=1 << 20))
+            except statesession.ChannelError as exc:
+                ended = exc
+        errors = [f for f in frames if getattr(f, "code", None) == "frame_too_large"]
+        # TCP reports it in an error frame; WebSocket closes with 1009 (Message Too Big).
+        assert errors or isinstance(ended, statesession.FrameTooLargeError)
+        await channel.aclose()
+        await bystander_works(server.url)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_client_sending_an_oversized_message_gets_a_final_error(
+    transport: str,
+) -> None:
+    """The client does not reconnect and resend the same oversized frame forever."""
+    async with net_server(transport, echo, config=QUICK) as server:
+        async with statesession.open_client(server.url, backoff=FAST_BACKOFF) as client:
+            await client.send("x" * 100_000)
+            with pytest.raises(RemoteError, match="frame_too_large"), trio.fail_after(5):
+                await client.receive()
+            assert client.statistics().connects == 1
+        await bystander_works(server.url)
+
+
+async def test_e2e_a_thousand_connections_at_once_leak_nothing() -> None:
+    """1,000 clients connect at once over WebSocket; each gets a session; another session
+    is unaffected; when they leave, the task count is back where it started."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    async with net_server("websocket", echo, config=QUICK) as server:
+        loaded = statesession.load_transport("websocket")
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        baseline = len(live_tasks())
+        async with statesession.open_client(server.url) as bystander:
+            welcomed: list[Channel] = []
+
+            async def one(nursery: trio.Nursery) -> None:
+                channel = await loaded.connect(server.url, nursery=nursery, max_frame=65536)
+                await channel.send('{"type":"hello","v":1}')
+                frame: Any = decode_server_frame(await channel.receive(), max_frame=65536)
+                assert frame.__class__.__name__ == "WelcomeFrame"
+                welcomed.append(channel)
+
+            async with trio.open_nursery() as crowd:
+                with trio.fail_after(60):
+                    async with trio.open_nursery() as openers:
+                        for _ in range(1000):
+                            openers.start_soon(one, crowd)
+                assert len(welcomed) == 1000
+                assert len(server.manager) == 1001
+                await bystander.send("unaffected")
+                assert await bystander.receive() == "unaffected"
+
+                # Half say bye, half just vanish (their sessions expire with the window).
+                # Connections that answered no ping may have been dropped already.
+                async def leave(channel: Channel, polite: bool) -> None:
+                    with suppress(statesession.ChannelError):
+                        if polite:
+                            await channel.send('{"type":"bye"}')
+                        else:
+                            await channel.aclose()
+
+                with trio.fail_after(30):
+                    async with trio.open_nursery() as leavers:
+                        for i, channel in enumerate(welcomed):
+                            leavers.start_soon(leave, channel, bool(i % 2))
+                    while len(server.manager) > 1:  # noqa: ASYNC110 - polls the server
+                        await trio.sleep(0.2)
+                crowd.cancel_scope.cancel()
+        with trio.fail_after(10):
+            while len(live_tasks()) > baseline:  # noqa: ASYNC110 - polls the task tree
+                await trio.sleep(0.1)
+        assert len(live_tasks()) == baseline
