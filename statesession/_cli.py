@@ -18,6 +18,7 @@ import trio
 from ._config import SessionConfig
 from ._diagram import lifecycle_diagram, lifecycle_png
 from ._exceptions import ConfigError, TransportError
+from ._util import collapse_single_exception_group
 
 __all__ = ["main"]
 
@@ -140,7 +141,10 @@ async def _serve(app: Any, url: str, config: SessionConfig) -> None:
     from ._manager import open_manager
     from ._transport import serve
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with (
+        collapse_single_exception_group(),
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+    ):
         async with trio.open_nursery() as nursery:
             async with open_manager(app, config=config) as manager:
                 bound = await nursery.start(serve, manager, url)

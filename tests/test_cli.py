@@ -1,0 +1,178 @@
+"""The statesession command: serve (a real subprocess), diagram, flags and errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import statesession
+from statesession._cli import _parser, main
+from statesession._diagram import lifecycle_diagram
+
+
+async def start_server(*args: str, cwd: Path | None = None) -> tuple[trio.Process, str, list[str]]:
+    """Run ``python -m statesession serve ...``; return it, its URL, and its log lines."""
+    env = dict(os.environ)
+    if cwd is not None:
+        env["PYTHONPATH"] = str(cwd)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "statesession", "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
+    assert process.stderr is not None
+    buffer = b""
+    with trio.fail_after(20):
+        while not (found := re.search(rb"serving (\S+)", buffer)):
+            chunk = await process.stderr.receive_some()
+            assert chunk, "server exited before serving: " + buffer.decode()
+            buffer += chunk
+    return process, found[1].decode(), buffer.decode().splitlines()
+
+
+async def read_rest(process: trio.Process, lines: list[str]) -> list[str]:
+    assert process.stderr is not None
+    rest = b""
+    while chunk := await process.stderr.receive_some():
+        rest += chunk
+    return lines + rest.decode().splitlines()
+
+
+async def test_cli_serve_runs_the_demo_and_stops_cleanly_on_sigterm() -> None:
+    """The main job: a client talks to the demo over WebSocket; SIGTERM ends the server
+    with exit code 0 after every client was told server_shutdown."""
+    process, url, lines = await start_server("--reconnect-window", "5")
+    try:
+        assert url.startswith("ws://127.0.0.1:")
+        async with statesession.open_client(url) as client:
+            greeting = await client.receive()
+            assert greeting["hint"] == "send me anything"
+            await client.send("hello there")
+            words = [(await client.receive())["word"] for _ in range(2)]
+            assert words == ["you", "said:"]
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                async for _ in client:
+                    pass
+            assert client.closed_reason == "server_shutdown"
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+        log = await read_rest(process, lines)
+    finally:
+        process.kill()
+    text = "\n".join(log)
+    assert "initializing -> active (activate)" in text
+    assert "SIGTERM: terminating 1 sessions and stopping" in text
+    assert "active -> terminating (terminate)" in text
+    assert re.search(r"terminating -> terminated \(finish\)", text)
+    assert "stopped" in text
+
+
+async def test_cli_serve_tcp_and_a_user_app(tmp_path: Path) -> None:
+    """``statesession serve mypkg.app:main`` serves the user's app, here over TCP."""
+    (tmp_path / "myapp.py").write_text(
+        "async def main(session):\n"
+        "    async for message in session:\n"
+        "        await session.send({'upper': message.data.upper()})\n"
+    )
+    process, url, _ = await start_server("myapp:main", "--transport", "tcp", cwd=tmp_path)
+    try:
+        assert url.startswith("tcp://127.0.0.1:")
+        async with statesession.open_client(url) as client:
+            await client.send("shout")
+            assert await client.receive() == {"upper": "SHOUT"}
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+    finally:
+        process.kill()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statesession", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_config_flags_are_named_after_the_config_fields() -> None:
+    args = _parser().parse_args(
+        [
+            "serve",
+            "--reconnect-window",
+            "12.5",
+            "--buffer-messages",
+            "7",
+            "--overflow",
+            "drop_oldest",
+            "--max-frame",
+            "2048",
+            "--buffer-bytes",
+            "4096",
+        ]
+    )
+    assert args.config_reconnect_window == 12.5
+    assert args.config_buffer_messages == 7
+    assert args.config_overflow == "drop_oldest"
+    for field in statesession.SessionConfig.__attrs_attrs__:  # type: ignore[attr-defined]
+        assert hasattr(args, f"config_{field.name}")
+
+
+def test_cli_bad_config_value_is_a_clear_error() -> None:
+    result = run_cli("serve", "--heartbeat-interval", "-1")
+    assert result.returncode == 2
+    assert "SessionConfig.heartbeat_interval must be a positive number" in result.stderr
+
+
+def test_cli_bad_app_is_a_clear_error() -> None:
+    result = run_cli("serve", "no_such_module:main")
+    assert result.returncode != 0
+    assert "cannot import 'no_such_module'" in result.stderr
+    result = run_cli("serve", "json")
+    assert "APP must look like module:function" in result.stderr
+
+
+def test_cli_port_in_use_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port))
+    assert result.returncode == 1
+    assert f"cannot listen on ws://127.0.0.1:{port}/" in result.stderr
+
+
+def test_cli_diagram_writes_mermaid_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diagram"]) == 0
+    assert capsys.readouterr().out == lifecycle_diagram("mermaid")
+
+
+def test_cli_diagram_dot_to_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "chart.dot"
+    assert main(["diagram", "--format", "dot", "-o", str(target)]) == 0
+    assert target.read_text().startswith("digraph SessionChart {")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot program")
+def test_cli_diagram_svg_and_png(tmp_path: Path) -> None:
+    svg = run_cli("diagram", "--format", "svg")
+    assert svg.returncode == 0, svg.stderr
+    assert "<svg" in svg.stdout
+    assert "terminating" in svg.stdout
+    png = tmp_path / "chart.png"
+    assert main(["diagram", "--format", "png", "-o", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

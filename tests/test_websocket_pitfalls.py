@@ -1,0 +1,125 @@
+"""Regression tests pinning the trio-websocket behaviours the WebSocket transport is built
+around. If one of these changes, the transport's design must be looked at again."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio_websocket
+
+import statesession
+from statesession import SessionConfig
+
+from .transports import net_server
+
+
+async def test_pitfall_a_handler_exception_ends_a_trio_websocket_server() -> None:
+    """Pins the pitfall: with serve_websocket, one handler's exception tears down the
+    whole server -- which is why the transport serves each connection in its own error
+    boundary instead."""
+    crashed: list[BaseException] = []
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        await request.accept()
+        raise RuntimeError("one bad connection")
+
+    async def run_server(task_status: trio.TaskStatus[trio_websocket.WebSocketServer]) -> None:
+        try:
+            await trio_websocket.serve_websocket(
+                handler, "127.0.0.1", 0, None, task_status=task_status
+            )
+        except BaseExceptionGroup as exc:
+            crashed.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(run_server)
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await trio_websocket.wrap_client_stream(
+                nursery, stream, f"127.0.0.1:{server.port}", "/"
+            )
+            with trio.fail_after(5):
+                while not crashed:  # noqa: ASYNC110 - waits for the other task's outcome
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    (group,) = crashed
+    assert isinstance(group, BaseExceptionGroup)
+    assert group.split(RuntimeError)[0] is not None
+
+
+async def test_transport_survives_a_failing_connection() -> None:
+    """Our transport: an app-level failure in one connection leaves the server serving."""
+
+    async def app(session: statesession.Session) -> None:
+        async for message in session:
+            await session.send(message.data)
+
+    async with net_server("websocket", app) as server:
+
+        async def exploding(channel: statesession.Channel) -> None:
+            raise RuntimeError("one bad connection")
+
+        loaded = statesession.load_transport("websocket")
+        url = await server.nursery.start(
+            lambda task_status: loaded.serve(
+                exploding, "ws://127.0.0.1:0/", config=SessionConfig(), task_status=task_status
+            )
+        )
+        for _ in range(3):
+            channel = await loaded.connect(url, nursery=server.nursery, max_frame=65536)
+            with pytest.raises(statesession.ChannelError), trio.fail_after(5):
+                await channel.receive()
+            await channel.aclose()
+        async with statesession.open_client(server.url) as client:
+            await client.send("alive")
+            assert await client.receive() == "alive"
+
+
+async def test_pitfall_max_message_size_counts_characters() -> None:
+    """Pins: trio-websocket measures a message by len() of the text, not by its UTF-8
+    bytes, so the core checks frame bytes itself (frame_too_large)."""
+    received: list[str] = []
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        received.append(str(await connection.get_message()))
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: trio_websocket.serve_websocket(
+                handler, "127.0.0.1", 0, None, max_message_size=100, task_status=task_status
+            )
+        )
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            ws = await trio_websocket.wrap_client_stream(
+                nursery, stream, f"127.0.0.1:{server.port}", "/"
+            )
+            await ws.send_message("é" * 100)  # 200 bytes, 100 characters
+            with trio.fail_after(5):
+                while not received:  # noqa: ASYNC110 - waits for the server's handler
+                    await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert received == ["é" * 100]
+
+
+async def test_pitfall_aclose_after_the_peer_closed_leaves_the_stream_open() -> None:
+    """Pins: when the peer closed first, WebSocketConnection.aclose() returns without
+    closing the TCP stream -- which is why WebSocketChannel closes its stream itself."""
+    streams: list[trio.SocketStream] = []
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        await connection.aclose()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        streams.append(stream)
+        connection = await trio_websocket.wrap_client_stream(
+            nursery, stream, f"127.0.0.1:{server.port}", "/"
+        )
+        with pytest.raises(trio_websocket.ConnectionClosed), trio.fail_after(5):
+            await connection.get_message()
+        await connection.aclose()
+        assert stream.socket.fileno() != -1  # still open after aclose()
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
