@@ -20,7 +20,23 @@ def _lifecycle() -> str:
     return "```mermaid\n" + lifecycle_diagram("mermaid") + "```\n"
 
 
-GENERATORS: dict[str, Callable[[], str]] = {"lifecycle-diagram": _lifecycle}
+def _config_table() -> str:
+    import attrs
+
+    from statesession import SessionConfig
+
+    rows = ["| flag | default | what it sets |", "|---|---|---|"]
+    for field in attrs.fields(SessionConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata["help"].replace("``", "`").replace("|", "\\|")
+        rows.append(f"| `{flag}` | `{field.default!r}` | {help_text} |")
+    return "\n".join(rows) + "\n"
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "lifecycle-diagram": _lifecycle,
+    "config-table": _config_table,
+}
 BLOCK = re.compile(
     r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S
 )

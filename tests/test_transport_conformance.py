@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+import trio
 
-from statesession import Channel
+from statesession import Channel, SessionConfig
 from statesession.testing import (
     CONFORMANCE_CHECKS,
     FaultyChannel,
@@ -46,3 +49,47 @@ async def test_transport_conformance_catches_a_lossy_channel(
 
     with pytest.raises(AssertionError, match="'ordering' failed: no frame arrived"):
         await check_channel_pair(lossy, max_frame=MAX_FRAME)
+
+
+async def test_transport_conformance_of_the_documented_example_transport(
+    tmp_path: Path,
+) -> None:
+    """The Unix-socket transport written in docs/writing-a-transport.md passes the suite."""
+    spec = importlib.util.spec_from_file_location(
+        "unix_transport", Path(__file__).parent.parent / "docs/examples/unix_transport.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    transport = module.transport
+    counter = iter(range(10**6))
+
+    @asynccontextmanager
+    async def open_pair() -> AsyncIterator[tuple[Channel, Channel]]:
+        url = f"unix://{tmp_path}/{next(counter)}.sock"
+        handed, taken = trio.open_memory_channel[Channel](1)
+        done = trio.Event()
+
+        async def handler(channel: Channel) -> None:
+            await handed.send(channel)
+            await done.wait()
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: transport.serve(
+                    handler,
+                    url,
+                    config=SessionConfig(max_frame=MAX_FRAME),
+                    task_status=task_status,
+                )
+            )
+            client = await transport.connect(url, nursery=nursery, max_frame=MAX_FRAME)
+            server = await taken.receive()
+            yield server, client
+            done.set()
+            await client.aclose()
+            await server.aclose()
+            nursery.cancel_scope.cancel()
+
+    await check_channel_pair(open_pair, max_frame=MAX_FRAME)
