@@ -244,3 +244,63 @@ async def test_e2e_a_thousand_connections_at_once_leak_nothing() -> None:
             while len(live_tasks()) > baseline:  # noqa: ASYNC110 - polls the task tree
                 await trio.sleep(0.1)
         assert len(live_tasks()) == baseline
+
+
+async def test_e2e_websocket_close_codes_say_why() -> None:
+    """A fatal error closes the WebSocket with its 4000-range code; a session that ended
+    closes it normally (1000)."""
+    async with net_server("websocket", echo, config=QUICK) as server:
+        loaded = statesession.load_transport("websocket")
+        refused = await loaded.connect(server.url, nursery=server.nursery, max_frame=65536)
+        await refused.send('{"type":"hello","v":2}')
+        assert '"bad_version"' in str(await refused.receive())
+        with pytest.raises(statesession.ChannelBrokenError, match="4001"), trio.fail_after(5):
+            await refused.receive()
+        await refused.aclose()
+
+        polite = await loaded.connect(server.url, nursery=server.nursery, max_frame=65536)
+        await polite.send('{"type":"hello","v":1}')
+        await polite.receive()
+        await polite.send('{"type":"bye"}')
+
+        async def drain() -> None:
+            while True:
+                await polite.receive()
+
+        with pytest.raises(statesession.ChannelBrokenError, match="1000"), trio.fail_after(5):
+            await drain()
+        await polite.aclose()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_a_peer_that_stops_reading_is_dropped(transport: str) -> None:
+    """A client that stops reading while the app streams to it cannot hold the server:
+    after send_timeout its connection is dropped and the session waits for it to come
+    back; other sessions carry on."""
+
+    async def firehose(session: statesession.Session) -> None:
+        async for _ in session:
+            for _ in range(2000):
+                await session.send("x" * 30_000)
+
+    config = SessionConfig(
+        reconnect_window=30,
+        send_timeout=1.0,
+        heartbeat_interval=10,
+        heartbeat_timeout=30,
+        buffer_bytes=128 * 1024 * 1024,
+        buffer_messages=5000,
+        max_frame=64 * 1024,
+    )
+    async with net_server(transport, firehose, config=config) as server:
+        loaded = statesession.load_transport(transport)
+        deaf = await loaded.connect(server.url, nursery=server.nursery, max_frame=65536)
+        await deaf.send('{"type":"hello","v":1}')
+        await deaf.receive()
+        await deaf.send('{"type":"msg","seq":1,"data":"go"}')
+        (session,) = server.manager.sessions.values()
+        with trio.fail_after(15):
+            while session.state != "reconnecting":  # noqa: ASYNC110 - polls the session
+                await trio.sleep(0.1)
+        assert server.manager.statistics().connections == 0
+        await deaf.aclose()
