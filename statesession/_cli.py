@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _UsageError(Exception):
+    """A bad command line: reported in one line, exit status 2."""
+
+
 def _load_app(spec: str | None) -> Any:
     if spec is None:
         from ._demo import demo
@@ -117,24 +121,24 @@ def _load_app(spec: str | None) -> Any:
         return demo
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"statesession: APP must look like module:function, got {spec!r}")
+        raise _UsageError(f"APP must look like module:function, got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SystemExit(f"statesession: cannot import {module_name!r}: {exc}") from None
-    try:
-        app = getattr(module, attr)
-    except AttributeError:
-        raise SystemExit(f"statesession: {module_name!r} has no {attr!r}") from None
+        raise _UsageError(f"cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attr, None)
+    if app is None:
+        raise _UsageError(f"{module_name!r} has no {attr!r}")
     if not callable(app):
-        raise SystemExit(f"statesession: {spec!r} is not callable")
+        raise _UsageError(f"{spec!r} is not callable")
     return app
 
 
 def _url(args: argparse.Namespace) -> str:
     port = args.port if args.port is not None else DEFAULT_PORTS.get(args.transport, 8765)
     scheme = SCHEMES.get(args.transport, args.transport)
-    return f"{scheme}://{args.host}:{port}/"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return f"{scheme}://{host}:{port}/"
 
 
 async def _serve(app: Any, url: str, config: SessionConfig) -> None:
@@ -156,9 +160,16 @@ async def _serve(app: Any, url: str, config: SessionConfig) -> None:
                         len(manager),
                     )
                     break
+                # Shutting down is bounded; later signals must not cut it short.
+                nursery.start_soon(_ignore_more, signals)
             # Every session has run its cleanup and told its clients; stop listening.
             nursery.cancel_scope.cancel()
     log.info("stopped")
+
+
+async def _ignore_more(signals: Any) -> None:
+    async for signum in signals:
+        log.info("%s: already shutting down", signal.Signals(signum).name)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -177,7 +188,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2
-    app = _load_app(args.app)
+    try:
+        app = _load_app(args.app)
+    except _UsageError as exc:
+        print(f"statesession: {exc}", file=sys.stderr)
+        return 2
     try:
         trio.run(_serve, app, _url(args), config)
     except TransportError as exc:
@@ -198,8 +213,12 @@ def _run_diagram(args: argparse.Namespace) -> int:
             return 1
         if args.output is None:
             sys.stdout.write(text)
-        else:
+            return 0
+        try:
             args.output.write_text(text)
+        except OSError as exc:
+            print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         data = lifecycle_png()
@@ -211,7 +230,11 @@ def _run_diagram(args: argparse.Namespace) -> int:
         )
         return 1
     if args.output is not None:
-        args.output.write_bytes(data)
+        try:
+            args.output.write_bytes(data)
+        except OSError as exc:
+            print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
+            return 1
     elif sys.stdout.isatty():
         print("statesession: png is binary; write it with -o FILE", file=sys.stderr)
         return 2

@@ -258,8 +258,12 @@ class Client:
         dropped_at: float | None = None
         try:
             while True:
+                started = trio.current_time()
+                # connect_timeout bounds the whole way in: opening the channel and the
+                # hello/welcome exchange.
+                deadline = started + self._connect_timeout
                 try:
-                    with trio.fail_after(self._connect_timeout):
+                    with trio.fail_at(deadline):
                         channel = await self._connect()
                 except (OSError, ChannelError, trio.TooSlowError) as exc:
                     self._last_error = f"connect failed: {exc or 'timed out'}"
@@ -267,7 +271,7 @@ class Client:
                 else:
                     self._channel = channel
                     try:
-                        welcomed = await self._converse(channel)
+                        welcomed = await self._converse(channel, deadline)
                     finally:
                         self._channel = None
                         self._connected = False
@@ -277,11 +281,13 @@ class Client:
                     if self._ended.is_set():
                         return
                     if welcomed:
-                        attempt, dropped_at = 0, None
+                        # It was up: the time without a connection starts now.
+                        attempt, dropped_at = 0, trio.current_time()
                 if self.session_id is None and self._bye_sent:
                     return
                 now = trio.current_time()
-                dropped_at = now if dropped_at is None else dropped_at
+                if dropped_at is None:  # never up yet: count from the first attempt
+                    dropped_at = started
                 limit = self._give_up_after if self._give_up_after is not None else self._window
                 remaining = dropped_at + limit - now
                 if remaining <= 0:
@@ -314,7 +320,7 @@ class Client:
         self._inbox_lot.unpark_all()
         self._room_lot.unpark_all()
 
-    async def _converse(self, channel: Channel) -> bool:
+    async def _converse(self, channel: Channel, deadline: float) -> bool:
         """Handshake and run one connection; return whether it was welcomed."""
         if self.session_id is None or (not self._received and self.client_id is not None):
             ack = None  # a new session, or the server knows where this client is
@@ -330,8 +336,8 @@ class Client:
             auth=self._auth,
         )
         try:
-            await channel.send(encode_frame(hello))
-            with trio.move_on_after(max(self._heartbeat * 3, 10.0)) as waited:
+            with trio.move_on_at(deadline) as waited:
+                await channel.send(encode_frame(hello))
                 text = await channel.receive()
         except ChannelError as exc:
             self._last_error = f"handshake failed: {exc}"

@@ -14,9 +14,11 @@ the exception ends that session and is logged; it never reaches the manager's nu
 
 Leaving ``open_manager`` -- normally, by an exception, or by cancellation -- refuses new
 connections with ``server_shutdown``, terminates every session (reason
-``server_shutdown``) and returns once all of them have run their cleanup cascade.
-Housekeeping that is tied to a session's state (reconnect windows, heartbeats, dead-peer
-detection) runs as that state's work inside the session, under this nursery.
+``server_shutdown``) and returns once all of them have run their cleanup cascade and every
+connection has said goodbye (bounded by ``send_timeout``), so that the transports can be
+stopped right after. Housekeeping that is tied to a session's state (reconnect windows,
+heartbeats, dead-peer detection) runs as that state's work inside the session, under this
+nursery.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ class SessionManager:
         self._refused = 0
         self._all_gone = trio.Event()
         self._all_gone.set()
+        #: Connections being served, and an event set when there are none.
+        self._serving = 0
+        self._idle = trio.Event()
+        self._idle.set()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -147,6 +153,9 @@ class SessionManager:
         """
         connection: Connection | None = None
         close_error: str | None = None
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        self._serving += 1
         try:
             with trio.CancelScope() as handshake:
                 self._handshakes.add(handshake)
@@ -181,7 +190,12 @@ class SessionManager:
             # only, and the transport serving the others never sees it.
             log.error("internal error serving %s: %s", channel.peer, exc, exc_info=exc)
         finally:
-            await self._close_channel(channel, close_error)
+            try:
+                await self._close_channel(channel, close_error)
+            finally:
+                self._serving -= 1
+                if not self._serving:
+                    self._idle.set()
 
     # -- the handshake ---------------------------------------------------------------------
 
@@ -378,6 +392,10 @@ class SessionManager:
             for session in list(self._sessions.values()):
                 session.terminate("server_shutdown")
             await self._all_gone.wait()
+        # Let every connection finish its goodbye (a WebSocket close handshake needs the
+        # transport's tasks, which the caller may cancel once this returns).
+        with trio.move_on_after(self.config.send_timeout):
+            await self._idle.wait()
 
 
 class _ReadOnly(Mapping[str, Session]):

@@ -138,10 +138,24 @@ def test_cli_bad_config_value_is_a_clear_error() -> None:
 
 def test_cli_bad_app_is_a_clear_error() -> None:
     result = run_cli("serve", "no_such_module:main")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "cannot import 'no_such_module'" in result.stderr
-    result = run_cli("serve", "json")
-    assert "APP must look like module:function" in result.stderr
+    for spec, message in [
+        ("json", "APP must look like module:function"),
+        ("json:nope", "'json' has no 'nope'"),
+        ("json:__doc__", "is not callable"),
+    ]:
+        result = run_cli("serve", spec)
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_diagram_to_an_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("diagram", "-o", str(tmp_path / "missing" / "chart.mmd"))
+    assert result.returncode == 1
+    assert "cannot write" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_cli_port_in_use_is_a_clear_error() -> None:
@@ -176,3 +190,34 @@ def test_cli_diagram_svg_and_png(tmp_path: Path) -> None:
     png = tmp_path / "chart.png"
     assert main(["diagram", "--format", "png", "-o", str(png)]) == 0
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_cli_a_second_signal_does_not_cut_shutdown_short(tmp_path: Path) -> None:
+    """Shutdown is bounded; a second Ctrl-C or SIGTERM while it runs is logged and
+    ignored, and the exit status stays 0."""
+    (tmp_path / "slowapp.py").write_text(
+        "import trio\n"
+        "async def main(session):\n"
+        "    session.add_resource('slow', lambda: trio.sleep(1.5))\n"
+        "    async for message in session:\n"
+        "        await session.send(message.data)\n"
+    )
+    process, url, _ = await start_server("slowapp:main", cwd=tmp_path)
+    try:
+        async with statesession.open_client(url) as client:
+            await client.send("ping")
+            assert await client.receive() == "ping"
+            process.send_signal(signal.SIGTERM)
+            await trio.sleep(0.5)
+            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                async for _ in client:
+                    pass
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+        log = "\n".join(await read_rest(process, []))
+    finally:
+        process.kill()
+    assert "already shutting down" in log
+    assert "stopped" in log

@@ -6,7 +6,9 @@ tasks wait on the network).
 
 from __future__ import annotations
 
+import json
 import resource
+import socket
 from contextlib import suppress
 from typing import Any
 
@@ -17,6 +19,7 @@ import trio.testing
 import statesession
 from statesession import Backoff, Channel, RemoteError, SessionConfig
 from statesession._protocol import decode_server_frame
+from statesession_tcp import FrameDecoder, encode_frame
 
 from .helpers import live_tasks
 from .transports import net_server
@@ -304,3 +307,219 @@ async def test_e2e_a_peer_that_stops_reading_is_dropped(transport: str) -> None:
                 await trio.sleep(0.1)
         assert server.manager.statistics().connections == 0
         await deaf.aclose()
+
+
+async def test_e2e_tcp_close_never_cuts_off_the_last_frames() -> None:
+    """When the server closes while the client's acks are still arriving, the last message
+    and the closing frame still get through (no reset discards them)."""
+    config = SessionConfig(
+        buffer_bytes=64 * 1024 * 1024, buffer_messages=10_000, max_frame=1 << 20
+    )
+
+    async def burst(session: statesession.Session) -> None:
+        for _ in range(150):
+            await session.send("x" * 50_000)
+
+    for _ in range(10):
+        async with net_server("tcp", burst, config=config) as server:
+            host, port = server.url.split("//")[1].rsplit(":", 1)
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 131072)
+                await stream.send_all(encode_frame('{"type":"hello","v":1}'))
+                decoder = FrameDecoder(max_frame=1 << 20)
+                messages, last = 0, None
+                with trio.fail_after(30):
+                    while last is None:
+                        data = await stream.receive_some(16384)
+                        if not data:
+                            break
+                        decoder.feed(data)
+                        while (raw := decoder.next_frame()) is not None:
+                            frame = json.loads(raw)
+                            if frame["type"] == "msg":
+                                messages += 1
+                                with suppress(trio.BrokenResourceError):
+                                    await stream.send_all(
+                                        encode_frame(f'{{"type":"ack","seq":{frame["seq"]}}}')
+                                    )
+                            elif frame["type"] == "closed":
+                                last = frame
+            assert messages == 150
+            assert last == {"type": "closed", "reason": "completed"}
+
+
+async def slow_proxy(target_port: int, delay: float, *, task_status: Any) -> None:
+    """A TCP proxy on 127.0.0.1 that holds every chunk for ``delay`` (a distant client)."""
+
+    async def pipe(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some(65536):
+                await trio.sleep(delay)
+                await sink.send_all(data)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await sink.send_eof()
+
+    async def handle(client: trio.SocketStream) -> None:
+        async with (
+            client,
+            await trio.open_tcp_stream("127.0.0.1", target_port) as upstream,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(pipe, client, upstream)
+            nursery.start_soon(pipe, upstream, client)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+
+async def stoppable_server(
+    transport: str,
+    app: Any,
+    config: SessionConfig,
+    stop: trio.Event,
+    took: list[float],
+    *,
+    task_status: Any,
+) -> None:
+    """Run a server until ``stop``; record how long leaving it (the shutdown) took."""
+    async with net_server(transport, app, config=config) as server:
+        task_status.started(server)
+        await stop.wait()
+        began = trio.current_time()
+    took.append(trio.current_time() - began)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_shutdown_with_a_distant_client_is_prompt(transport: str) -> None:
+    """Shutting down waits for each connection's goodbye (a WebSocket close handshake over
+    a slow link) instead of cutting it off and waiting out send_timeout."""
+    config = SessionConfig(send_timeout=5.0)
+    scheme = "ws" if transport == "websocket" else "tcp"
+    stop, took = trio.Event(), []
+    async with trio.open_nursery() as outer:
+        server = await outer.start(stoppable_server, transport, echo, config, stop, took)
+        port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+        proxy_port = await outer.start(slow_proxy, port, 0.1)
+        async with statesession.open_client(f"{scheme}://127.0.0.1:{proxy_port}/") as client:
+            await client.send("hi")
+            assert await client.receive() == "hi"
+            stop.set()
+            with trio.fail_after(10):
+                async for _ in client:
+                    pass
+            assert client.closed_reason == "server_shutdown"
+        with trio.fail_after(10):
+            while not took:  # noqa: ASYNC110 - waits for the server task to finish
+                await trio.sleep(0.05)
+        assert took[0] < 3, f"shutdown took {took[0]:.1f} s"
+        outer.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_handshake_in_progress_at_shutdown_is_told_why(transport: str) -> None:
+    """A connection that has not said hello when the server stops gets server_shutdown."""
+    loaded = statesession.load_transport(transport)
+    stop, took = trio.Event(), []
+    async with trio.open_nursery() as outer:
+        server = await outer.start(stoppable_server, transport, echo, QUICK, stop, took)
+        channel = await loaded.connect(server.url, nursery=outer, max_frame=65536)
+        try:
+            with trio.fail_after(5):
+                while server.manager.statistics().handshakes < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            stop.set()
+            frames: list[Any] = []
+            with trio.fail_after(10):
+                try:
+                    while True:
+                        frames.append(
+                            decode_server_frame(await channel.receive(), max_frame=65536)
+                        )
+                except statesession.ChannelError as exc:
+                    ended: Exception = exc
+            assert [f.code for f in frames] == ["server_shutdown"]
+            if transport == "websocket":
+                assert "4009" in str(ended)
+        finally:
+            await channel.aclose()
+        outer.cancel_scope.cancel()
+
+
+async def test_e2e_connect_timeout_bounds_the_wait_for_welcome() -> None:
+    """A server that accepts connections but never answers hello is given up on within
+    give_up_after, each attempt bounded by connect_timeout."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def mute(stream: trio.SocketStream) -> None:
+        async with stream:
+            await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, mute, listeners)
+        began = trio.current_time()
+        with pytest.raises(statesession.ChannelBrokenError, match="no welcome"):
+            async with statesession.open_client(
+                f"tcp://127.0.0.1:{port}",
+                connect_timeout=0.5,
+                give_up_after=1.5,
+                backoff=FAST_BACKOFF,
+            ):
+                pass
+        assert trio.current_time() - began < 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_e2e_websocket_connect_failure_names_the_cause() -> None:
+    loaded = statesession.load_transport("websocket")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(statesession.ChannelBrokenError) as info:
+            await loaded.connect(f"ws://127.0.0.1:{port}/", nursery=nursery, max_frame=1024)
+    assert "Exceptions from Trio nursery" not in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+async def test_e2e_serving_wss_without_tls_is_refused() -> None:
+    loaded = statesession.load_transport("wss")
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(statesession.TransportError, match="needs TLS"):
+            await nursery.start(
+                lambda task_status: loaded.serve(
+                    echo, "wss://127.0.0.1:0/", config=SessionConfig(), task_status=task_status
+                )
+            )
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_ipv6_urls_round_trip(transport: str) -> None:
+    loaded = statesession.load_transport(transport)
+    scheme = "ws" if transport == "websocket" else "tcp"
+    async with trio.open_nursery() as nursery, statesession.open_manager(echo) as manager:
+        url = await nursery.start(
+            lambda task_status: loaded.serve(
+                manager.serve_channel,
+                f"{scheme}://[::1]:0/",
+                config=manager.config,
+                task_status=task_status,
+            )
+        )
+        assert url.startswith(f"{scheme}://[::1]:")
+        async with statesession.open_client(url) as client:
+            await client.send("v6")
+            assert await client.receive() == "v6"
+        nursery.cancel_scope.cancel()

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from statesession import Channel, SessionConfig
+from statesession import Channel, SessionConfig, Transport, load_transport
 from statesession.testing import (
     CONFORMANCE_CHECKS,
     FaultyChannel,
     _conformance,
     check_channel_pair,
+    check_transport,
 )
+from statesession_tcp import TcpChannel
 
 from .transports import MAX_FRAME, pair_opener
 
@@ -93,3 +95,36 @@ async def test_transport_conformance_of_the_documented_example_transport(
             nursery.cancel_scope.cancel()
 
     await check_channel_pair(open_pair, max_frame=MAX_FRAME)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "tcp"])
+async def test_transport_rules(transport: str) -> None:
+    """serve reports a reachable URL, one failing connection does not stop the server,
+    and connecting where nothing listens fails with the documented errors."""
+    scheme = "ws" if transport == "websocket" else transport
+    await check_transport(load_transport(transport), f"{scheme}://127.0.0.1:0/")
+
+
+async def test_transport_rules_catch_a_server_without_an_error_boundary() -> None:
+    """check_transport fails a transport whose server dies with one handler's error."""
+
+    class Fragile(Transport):
+        name = "fragile"
+
+        async def serve(  # type: ignore[override]
+            self, handler, url, *, config, task_status=trio.TASK_STATUS_IGNORED
+        ):
+            async def on_connection(stream: trio.SocketStream) -> None:
+                await handler(TcpChannel(stream, max_frame=config.max_frame))  # no boundary
+
+            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            port = listeners[0].socket.getsockname()[1]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, on_connection, listeners)
+                task_status.started(f"tcp://127.0.0.1:{port}")
+
+        async def connect(self, url, *, nursery, max_frame):  # type: ignore[no-untyped-def]
+            return await load_transport("tcp").connect(url, nursery=nursery, max_frame=max_frame)
+
+    with pytest.raises(AssertionError, match="serve ended when one connection's handler"):
+        await check_transport(Fragile(), "tcp://127.0.0.1:0")

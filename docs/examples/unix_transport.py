@@ -71,10 +71,20 @@ class UnixChannel(Channel):
         return frame
 
     async def aclose(self, error: str | None = None) -> None:
-        if not self._closed:
-            self._closed = True
-            await trio.aclose_forcefully(self._stream)  # closing a socket never waits
-        await trio.lowlevel.checkpoint()
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        # End our side, drop what the peer still sends until it closes too, then close:
+        # closing with unread input would reset the connection and lose our last frames.
+        with trio.move_on_after(5):
+            try:
+                await self._stream.send_eof()
+                while await self._stream.receive_some(65536):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await trio.aclose_forcefully(self._stream)
 
 
 class UnixTransport(Transport):

@@ -7,6 +7,7 @@ Nothing here imports pytest.
 from ._conformance import CONFORMANCE_CHECKS as CONFORMANCE_CHECKS
 from ._conformance import OpenPair as OpenPair
 from ._conformance import check_channel_pair as check_channel_pair
+from ._conformance import check_transport as check_transport
 from ._faults import FaultyChannel as FaultyChannel
 from ._memory import MemoryChannel as MemoryChannel
 from ._memory import memory_channel_pair as memory_channel_pair
@@ -17,5 +18,6 @@ __all__ = [
     "MemoryChannel",
     "OpenPair",
     "check_channel_pair",
+    "check_transport",
     "memory_channel_pair",
 ]

@@ -17,15 +17,17 @@ from contextlib import AbstractAsyncContextManager, suppress
 import trio
 
 from .._channel import Channel
+from .._config import SessionConfig
 from .._exceptions import (
     ChannelBrokenError,
     ChannelClosedError,
     ChannelError,
     FrameTooLargeError,
 )
+from .._transport import Transport
 from .._util import collapse_single_exception_group
 
-__all__ = ["CONFORMANCE_CHECKS", "OpenPair", "check_channel_pair"]
+__all__ = ["CONFORMANCE_CHECKS", "OpenPair", "check_channel_pair", "check_transport"]
 
 OpenPair = Callable[[], AbstractAsyncContextManager[tuple[Channel, Channel]]]
 Check = Callable[[OpenPair, int], Awaitable[None]]
@@ -64,8 +66,13 @@ async def _receive(channel: Channel) -> str:
 
 
 async def _raises(
-    expected: type[BaseException], operation: Callable[[], Awaitable[object]], what: str
+    expected: type[BaseException] | tuple[type[BaseException], ...],
+    operation: Callable[[], Awaitable[object]],
+    what: str,
 ) -> BaseException:
+    names = " or ".join(
+        e.__name__ for e in (expected if isinstance(expected, tuple) else (expected,))
+    )
     with trio.move_on_after(STEP):
         try:
             await operation()
@@ -73,10 +80,10 @@ async def _raises(
             return exc
         except Exception as exc:
             raise AssertionError(
-                f"{what} raised {type(exc).__name__}: {exc}; expected {expected.__name__}"
+                f"{what} raised {type(exc).__name__}: {exc}; expected {names}"
             ) from exc
-        raise AssertionError(f"{what} returned; expected {expected.__name__}")
-    raise AssertionError(f"{what} did not raise {expected.__name__} within {STEP:g} s")
+        raise AssertionError(f"{what} returned; expected {names}")
+    raise AssertionError(f"{what} did not raise {names} within {STEP:g} s")
 
 
 @_check
@@ -140,6 +147,14 @@ async def _check_close(first: Channel, second: Channel) -> None:
             await trio.sleep(0.01)
 
     await _raises(ChannelBrokenError, send_until_broken, "sending after the peer closed")
+    with trio.move_on_after(CLOSE_BOUND) as closing:
+        try:
+            await second.aclose()
+        except Exception as exc:
+            raise AssertionError(
+                f"aclose of a channel its peer had closed raised {type(exc).__name__}: {exc}"
+            ) from exc
+    _expect(not closing.cancelled_caught, "aclose of a broken channel did not return")
 
 
 @_check
@@ -170,6 +185,37 @@ async def check_cancel_blocked_receive(open_pair: OpenPair, max_frame: int) -> N
                 await _receive(receiver) == '{"after":"cancel"}',
                 "the frame after a cancelled receive was lost",
             )
+
+
+@_check
+async def check_cancel_receive_mid_frame(open_pair: OpenPair, max_frame: int) -> None:
+    """Cancelling a receive while a frame is arriving loses nothing either: a transport
+    must keep the part it has read (the core cancels receives at any moment)."""
+    size = max(1, max_frame)
+    count = max(8, (8 * 1024 * 1024) // size)  # enough bytes that receives get split
+    frames = [f"{i:08d}" + chr(ord("a") + i % 26) * (size - 8) for i in range(count)]
+    async with open_pair() as (a, b), trio.open_nursery() as nursery:
+
+        async def send_all() -> None:
+            for frame in frames:
+                await a.send(frame)
+
+        nursery.start_soon(send_all)
+        got: list[str] = []
+        delay = 0.00005
+        with trio.move_on_after(STEP * 3) as waited:
+            while len(got) < len(frames):
+                with trio.move_on_after(delay):
+                    try:
+                        got.append(_text(await b.receive()))
+                    except ChannelError as exc:
+                        raise AssertionError(
+                            f"after receives were cancelled mid-frame, receive raised "
+                            f"{type(exc).__name__}: {exc}"
+                        ) from exc
+                delay = 0.00005 if delay > 0.0005 else delay * 1.5
+        _expect(not waited.cancelled_caught, f"only {len(got)} of {count} large frames arrived")
+        _expect(got == frames, "a receive cancelled mid-frame lost or garbled data")
 
 
 @_check
@@ -228,6 +274,42 @@ async def check_peer_stops_reading(open_pair: OpenPair, max_frame: int) -> None:
         del b
 
 
+@_check
+async def check_peer_reset(open_pair: OpenPair, max_frame: int) -> None:
+    """If the channels offer ``abort()`` (reset the connection, as a crash would), a reset
+    peer is reported as ChannelBrokenError on receive and send, and aclose stays quiet.
+    Channels without ``abort()`` pass this check trivially."""
+    async with open_pair() as (a, b):
+        abort = getattr(a, "abort", None)
+        if abort is None:
+            return
+        await b.send('{"before":"reset"}')
+        await abort()
+
+        async def receive_until_broken() -> None:
+            for _ in range(1000):
+                await b.receive()
+
+        async def send_until_broken() -> None:
+            for _ in range(1000):
+                await b.send("{}")
+                await trio.sleep(0.01)
+
+        await _raises(ChannelBrokenError, receive_until_broken, "receive after a peer reset")
+        await _raises(
+            (ChannelBrokenError, ChannelClosedError),
+            send_until_broken,
+            "send after a peer reset",
+        )
+        try:
+            with trio.fail_after(CLOSE_BOUND):
+                await b.aclose()
+        except Exception as exc:
+            raise AssertionError(
+                f"aclose after a peer reset raised {type(exc).__name__}: {exc}"
+            ) from exc
+
+
 CONFORMANCE_CHECKS: dict[str, Check] = {
     "ordering": check_ordering,
     "large_frames": check_large_frames,
@@ -235,9 +317,88 @@ CONFORMANCE_CHECKS: dict[str, Check] = {
     "close_by_first_side": check_close_by_first_side,
     "close_by_second_side": check_close_by_second_side,
     "cancel_blocked_receive": check_cancel_blocked_receive,
+    "cancel_receive_mid_frame": check_cancel_receive_mid_frame,
     "concurrent_send_and_receive": check_concurrent_send_and_receive,
     "peer_stops_reading": check_peer_stops_reading,
+    "peer_reset": check_peer_reset,
 }
+
+
+async def check_transport(transport: Transport, url: str) -> None:
+    """Check the rules of a Transport itself (``url`` asks for port 0 on 127.0.0.1):
+    ``serve`` reports a URL ``connect`` reaches; one connection's failure -- its handler
+    raising -- does not stop the others; connecting where nothing listens raises
+    ``OSError`` or ``ChannelBrokenError``."""
+    config = SessionConfig(send_timeout=2.0, handshake_timeout=2.0)
+    with collapse_single_exception_group():
+        async with trio.open_nursery() as nursery:
+            served = 0
+
+            async def handler(channel: Channel) -> None:
+                nonlocal served
+                served += 1
+                if served == 1:
+                    raise RuntimeError("a handler failing must end only its own connection")
+                await channel.send(_text(await channel.receive()))
+
+            crashed: list[BaseException] = []
+
+            async def run_serve(task_status: trio.TaskStatus[str]) -> None:
+                try:
+                    await transport.serve(handler, url, config=config, task_status=task_status)
+                except Exception as exc:
+                    crashed.append(exc)
+
+            with trio.move_on_after(STEP) as starting:
+                reported: str = await nursery.start(run_serve)
+            _expect(not starting.cancelled_caught, "serve never reported its URL")
+            for attempt in range(2):
+                with trio.move_on_after(STEP) as talking:
+                    try:
+                        channel = await transport.connect(
+                            reported, nursery=nursery, max_frame=config.max_frame
+                        )
+                    except (OSError, ChannelBrokenError) as exc:
+                        _expect(
+                            not crashed,
+                            f"serve ended when one connection's handler raised: {crashed[:1]!r}",
+                        )
+                        raise AssertionError(
+                            f"connection {attempt + 1} to {reported} failed: {exc}"
+                        ) from exc
+                    try:
+                        await channel.send('{"echo":1}')
+                        answer = _text(await channel.receive())
+                    except ChannelBrokenError:
+                        answer = None
+                    finally:
+                        await channel.aclose()
+                _expect(not talking.cancelled_caught, f"connection {attempt + 1} hung")
+                _expect(
+                    not crashed,
+                    f"serve ended when one connection's handler raised: {crashed[:1]!r}",
+                )
+                if attempt == 1:
+                    _expect(
+                        answer == '{"echo":1}',
+                        "the server stopped serving after one connection's handler raised",
+                    )
+            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        try:
+            with trio.fail_after(STEP):
+                stray = await transport.connect(
+                    reported, nursery=nursery, max_frame=config.max_frame
+                )
+        except (OSError, ChannelBrokenError):
+            return
+        except Exception as exc:
+            raise AssertionError(
+                f"connecting where nothing listens raised {type(exc).__name__}: {exc}; "
+                "expected OSError or ChannelBrokenError"
+            ) from exc
+        await stray.aclose()
+        raise AssertionError(f"connected to {reported} after the server stopped")
 
 
 async def check_channel_pair(open_pair: OpenPair, *, max_frame: int) -> None:

@@ -27,9 +27,11 @@ log = logging.getLogger("statesession.tcp")
 
 DEFAULT_PORT = 8766
 _RECEIVE_SIZE = 65536
+#: Seconds a closing channel waits for its peer to close too (see TcpChannel.aclose).
+_LINGER = 2.0
 
 
-def _address(url: str, *, default_port: int | None) -> tuple[str, int]:
+def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     if parts.scheme != "tcp":
         raise TransportError(f"not a tcp:// URL: {url!r}")
@@ -38,11 +40,11 @@ def _address(url: str, *, default_port: int | None) -> tuple[str, int]:
         port = parts.port
     except ValueError as exc:
         raise TransportError(f"bad port in {url!r}: {exc}") from None
-    if port is None:
-        if default_port is None:
-            raise TransportError(f"{url!r} needs a port (tcp://host:port)")
-        port = default_port
-    return host, port
+    return host, DEFAULT_PORT if port is None else port
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class TcpChannel(Channel):
@@ -100,10 +102,19 @@ class TcpChannel(Channel):
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        with trio.move_on_after(self._close_timeout) as waited:
-            await self.stream.aclose()
-        if waited.cancelled_caught:
-            await trio.aclose_forcefully(self.stream)
+        # Closing a socket that still has unread input makes the kernel send a reset, which
+        # throws away what this side sent last (a final message, the closing frame). So:
+        # end our side (EOF), read and drop what the peer still sends until it closes
+        # too, and only then close. A healthy peer closes within a round trip; one that
+        # does not is given _LINGER seconds (or close_timeout, if shorter).
+        with trio.move_on_after(min(self._close_timeout, _LINGER)):
+            try:
+                await self.stream.send_eof()
+                while await self.stream.receive_some(_RECEIVE_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                pass
+        await trio.aclose_forcefully(self.stream)
 
     async def abort(self) -> None:
         """Reset the connection (RST), as a crashed peer or a failed network would."""
@@ -125,7 +136,7 @@ class TcpTransport(Transport):
         config: SessionConfig,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        host, port = _address(url, default_port=DEFAULT_PORT)
+        host, port = _address(url)
 
         async def on_connection(stream: trio.SocketStream) -> None:
             channel = TcpChannel(
@@ -139,13 +150,19 @@ class TcpTransport(Transport):
                 await channel.aclose()
 
         listeners = await trio.open_tcp_listeners(port, host=host)
+        if port == 0:
+            # Each address a host name resolves to would get a port of its own; keep one,
+            # so the URL reported is the whole truth.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
         bound = listeners[0].socket.getsockname()
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, on_connection, listeners)
-            task_status.started(f"tcp://{bound[0]}:{bound[1]}")
+            task_status.started(f"tcp://{_url_host(bound[0])}:{bound[1]}")
 
     async def connect(self, url: str, *, nursery: trio.Nursery, max_frame: int) -> Channel:
-        host, port = _address(url, default_port=None)
+        host, port = _address(url)
         stream = await trio.open_tcp_stream(host, port)
         return TcpChannel(stream, max_frame=max_frame)
 

@@ -76,18 +76,20 @@ class WebSocketChannel(Channel):
         return self._peer
 
     def _error(
-        self, exc: ConnectionClosed
+        self, exc: ConnectionClosed, *, receiving: bool
     ) -> ChannelBrokenError | ChannelClosedError | FrameTooLargeError:
         if self._closed:
             return ChannelClosedError(f"{self._peer} was closed by this side")
         reason = exc.reason
-        if reason is not None and reason.code == _MESSAGE_TOO_BIG:
-            return FrameTooLargeError(None, self._max_frame)
         if reason is None:
             return ChannelBrokenError(f"{self._peer}: the connection broke")
         detail = f": {reason.reason}" if reason.reason else ""
+        if reason.code == _MESSAGE_TOO_BIG and receiving:
+            # 1009 (Message Too Big): a frame over a limit -- ours (max_frame) or the
+            # peer's -- ended the connection.
+            return FrameTooLargeError(None, self._max_frame)
         return ChannelBrokenError(
-            f"{self._peer}: the peer closed the connection ({reason.code} {reason.name}{detail})"
+            f"{self._peer}: the connection was closed ({reason.code} {reason.name}{detail})"
         )
 
     async def send(self, frame: str) -> None:
@@ -96,7 +98,7 @@ class WebSocketChannel(Channel):
         try:
             await self.connection.send_message(frame)
         except ConnectionClosed as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, receiving=False) from exc
 
     async def receive(self) -> str | bytes:
         if self._closed:
@@ -104,7 +106,7 @@ class WebSocketChannel(Channel):
         try:
             return await self.connection.get_message()
         except ConnectionClosed as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc, receiving=True) from exc
 
     async def aclose(self, error: str | None = None) -> None:
         if self._closed:
@@ -134,6 +136,17 @@ class WebSocketChannel(Channel):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             await trio.aclose_forcefully(stream)
         self.closed.set()
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The error a nursery's exception group was raised for."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _address(url: str, *, default_port: int) -> tuple[str, int, str, bool]:
@@ -171,7 +184,11 @@ class WebSocketTransport(Transport):
         config: SessionConfig,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        host, port, _path, _secure = _address(url, default_port=DEFAULT_PORT)
+        host, port, _path, secure = _address(url, default_port=DEFAULT_PORT)
+        if secure and self.ssl_context is None:
+            raise TransportError(
+                f"serving {url} needs TLS: use WebSocketTransport(ssl_context=...) or a ws:// URL"
+            )
 
         async def on_connection(stream: trio.SocketStream) -> None:
             try:
@@ -182,10 +199,17 @@ class WebSocketTransport(Transport):
                 await trio.aclose_forcefully(stream)
 
         listeners = await trio.open_tcp_listeners(port, host=host)
+        if port == 0:
+            # Each address a host name resolves to would get a port of its own; keep one,
+            # so the URL reported is the whole truth.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
         bound = listeners[0].socket.getsockname()
+        scheme = "ws" if self.ssl_context is None else "wss"
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, on_connection, listeners)
-            task_status.started(f"ws://{bound[0]}:{bound[1]}/")
+            task_status.started(f"{scheme}://{_url_host(bound[0])}:{bound[1]}/")
 
     async def _serve_one(
         self,
@@ -251,7 +275,7 @@ class WebSocketTransport(Transport):
                 connection = await wrap_client_stream(
                     inner,
                     stream,
-                    host if port in (80, 443) else f"{host}:{port}",
+                    _url_host(host) if port in (80, 443) else f"{_url_host(host)}:{port}",
                     path,
                     max_message_size=max_frame,
                     receive_buffer_size=_RECEIVE_SIZE,
@@ -264,9 +288,10 @@ class WebSocketTransport(Transport):
         except Exception as exc:
             # Before the channel is handed over, a failure is the caller's to see; after,
             # the channel reports the broken connection itself.
+            cause = _first_cause(exc)
             if not started:
-                raise ChannelBrokenError(f"could not open {url}: {exc}") from exc
-            log.info("connection to %s ended: %s", url, exc)
+                raise ChannelBrokenError(f"could not open {url}: {cause}") from cause
+            log.info("connection to %s ended: %s", url, cause)
         finally:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
