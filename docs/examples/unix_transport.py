@@ -77,7 +77,7 @@ class UnixChannel(Channel):
         self._closed = True
         # End our side, drop what the peer still sends until it closes too, then close:
         # closing with unread input would reset the connection and lose our last frames.
-        with trio.move_on_after(5):
+        with trio.move_on_after(2):
             try:
                 await self._stream.send_eof()
                 while await self._stream.receive_some(65536):
