@@ -10,6 +10,9 @@
     │   └── FrameTooLargeError           a frame over the channel's size limit
     ├── ProtocolError                    a peer broke wire protocol v1 (.code, .fatal)
     ├── TransportError                   no transport for a name or URL, or its extra is missing
+    ├── StoreError                       the session store failed
+    │   ├── CorruptSnapshotError         a stored snapshot or log entry cannot be read
+    │   └── StoreVersionError            stored data of a version this code does not know
     ├── LifecycleError                   an event the lifecycle does not accept from outside
     ├── SessionClosedError               the session no longer takes operations (.reason)
     ├── MessageTooLargeError (ValueError) a message whose frame exceeds max_frame
@@ -28,6 +31,7 @@ __all__ = [
     "ChannelClosedError",
     "ChannelError",
     "ConfigError",
+    "CorruptSnapshotError",
     "FrameTooLargeError",
     "LifecycleError",
     "MessageTooLargeError",
@@ -36,6 +40,8 @@ __all__ = [
     "ResumeGapError",
     "SessionClosedError",
     "StateSessionError",
+    "StoreError",
+    "StoreVersionError",
     "TransportError",
 ]
 
@@ -94,6 +100,20 @@ class ProtocolError(StateSessionError):
 class TransportError(StateSessionError):
     """No transport is registered for a name or URL scheme, or the one that is cannot be
     loaded (the message names the extra to install)."""
+
+
+class StoreError(StateSessionError):
+    """The session store failed: its file, its database, or what it holds."""
+
+
+class CorruptSnapshotError(StoreError):
+    """A stored snapshot or event-log entry cannot be read. It is left as it is -- never
+    silently replaced -- for an operator to inspect."""
+
+
+class StoreVersionError(StoreError):
+    """Stored data (a database schema or a snapshot) is of a version this code does not
+    know, usually because a newer statesession wrote it."""
 
 
 class LifecycleError(StateSessionError):
