@@ -20,6 +20,7 @@ from ._exceptions import ChannelBrokenError as ChannelBrokenError
 from ._exceptions import ChannelClosedError as ChannelClosedError
 from ._exceptions import ChannelError as ChannelError
 from ._exceptions import ConfigError as ConfigError
+from ._exceptions import CorruptSnapshotError as CorruptSnapshotError
 from ._exceptions import FrameTooLargeError as FrameTooLargeError
 from ._exceptions import LifecycleError as LifecycleError
 from ._exceptions import MessageTooLargeError as MessageTooLargeError
@@ -28,10 +29,13 @@ from ._exceptions import RemoteError as RemoteError
 from ._exceptions import ResumeGapError as ResumeGapError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import StateSessionError as StateSessionError
+from ._exceptions import StoreError as StoreError
+from ._exceptions import StoreVersionError as StoreVersionError
 from ._exceptions import TransportError as TransportError
 from ._report import CleanupItem as CleanupItem
 from ._report import CleanupReport as CleanupReport
 from ._report import Outcome as Outcome
+from ._snapshot import Snapshot as Snapshot
 
 if TYPE_CHECKING:
     from ._client import Backoff as Backoff
@@ -44,6 +48,11 @@ if TYPE_CHECKING:
     from ._session import Message as Message
     from ._session import Session as Session
     from ._session import SessionStatistics as SessionStatistics
+    from ._store import LogEntry as LogEntry
+    from ._store import MemoryStore as MemoryStore
+    from ._store import SessionRecord as SessionRecord
+    from ._store import SessionStore as SessionStore
+    from ._store import open_store as open_store
     from ._transport import Transport as Transport
     from ._transport import load_transport as load_transport
     from ._transport import serve as serve
@@ -62,6 +71,11 @@ _DRIVER = {
     "Message": "._session",
     "Session": "._session",
     "SessionStatistics": "._session",
+    "LogEntry": "._store",
+    "MemoryStore": "._store",
+    "SessionRecord": "._store",
+    "SessionStore": "._store",
+    "open_store": "._store",
     "Transport": "._transport",
     "load_transport": "._transport",
     "serve": "._transport",
@@ -92,9 +106,12 @@ __all__ = [
     "Client",
     "ClientStatistics",
     "ConfigError",
+    "CorruptSnapshotError",
     "FrameTooLargeError",
     "LifecycleError",
+    "LogEntry",
     "ManagerStatistics",
+    "MemoryStore",
     "Message",
     "MessageTooLargeError",
     "Outcome",
@@ -106,12 +123,18 @@ __all__ = [
     "SessionClosedError",
     "SessionConfig",
     "SessionManager",
+    "SessionRecord",
     "SessionStatistics",
+    "SessionStore",
+    "Snapshot",
     "StateSessionError",
+    "StoreError",
+    "StoreVersionError",
     "Transport",
     "TransportError",
     "load_transport",
     "open_client",
     "open_manager",
+    "open_store",
     "serve",
 ]

@@ -57,7 +57,7 @@ class LifecycleHost(Protocol):
     def begin_initializing(self) -> None: ...
     def begin_active(self) -> None: ...
     def begin_reconnecting(self) -> None: ...
-    def begin_passivated(self) -> None: ...
+    def begin_passivated(self, reason: str) -> None: ...
     def begin_terminating(self, reason: str) -> None: ...
     def settle(self, error: BaseException | None) -> None: ...
     def end_state(self, state: str) -> None: ...
@@ -122,11 +122,11 @@ class SessionChart(StateChart[_Cursor]):
     detach = active.to(reconnecting, cond="unattached") | active.to.itself(  # type: ignore[no-untyped-call]
         internal=True, unless="unattached"
     )
-    expire = reconnecting.to(passivated, cond=["expired", "storable"]) | reconnecting.to(
-        terminating, cond="expired"
+    expire = reconnecting.to(passivated, cond=["expired", "storable", "idle"]) | reconnecting.to(
+        terminating, cond="expired", unless="storable"
     )
-    passivate = active.to(passivated, cond="storable") | reconnecting.to(
-        passivated, cond="storable"
+    passivate = active.to(passivated, cond=["storable", "idle"]) | reconnecting.to(
+        passivated, cond=["storable", "idle"]
     )
     rehydrate = passivated.to(initializing)
     terminate = (
@@ -168,6 +168,11 @@ class SessionChart(StateChart[_Cursor]):
         """Passivation needs a store to save the session to."""
         return store
 
+    def idle(self, busy: int = 0, shutdown: bool = False) -> bool:
+        """A session whose app declared itself busy is not passivated -- unless the server
+        is shutting down, when passivating it beats destroying it."""
+        return busy == 0 or shutdown
+
     def clean(self, leaked: int = 1) -> bool:
         """``terminated`` only when cleanup left nothing behind; otherwise ``error``."""
         return leaked == 0
@@ -183,8 +188,8 @@ class SessionChart(StateChart[_Cursor]):
     def on_enter_reconnecting(self, model: _Cursor) -> None:
         model.host.begin_reconnecting()
 
-    def on_enter_passivated(self, model: _Cursor) -> None:
-        model.host.begin_passivated()
+    def on_enter_passivated(self, model: _Cursor, reason: str = "passivated") -> None:
+        model.host.begin_passivated(reason)
 
     def on_enter_terminating(self, model: _Cursor, reason: str = "terminated") -> None:
         model.host.begin_terminating(reason)

@@ -102,6 +102,8 @@ class ClientStatistics:
     """Counters of one client, from :meth:`Client.statistics`."""
 
     connected: bool
+    #: The server passivated the idle session; the client reconnects on the next send.
+    dormant: bool
     connects: int
     pending: int
     received: int
@@ -166,6 +168,10 @@ class Client:
         self._bye_reason: str | None = None
         self._ended = trio.Event()
         self._last_error = "none"
+        #: The server passivated the session for being idle: stay away until there is
+        #: something to send.
+        self._dormant = False
+        self._wake = trio.Event()
         self._stopped = trio.Event()
         self._fatal: RemoteError | None = None
 
@@ -192,6 +198,7 @@ class Client:
         self._next_seq = seq + 1
         self._pending.append((seq, text))
         self._writer_lot.unpark_all()
+        self._wake.set()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> Any:
@@ -229,6 +236,7 @@ class Client:
         self._bye_reason = reason
         self._control.append(encode_frame(ByeFrame(reason=reason)))
         self._writer_lot.unpark_all()
+        self._wake.set()
         await self._ended.wait()
 
     @property
@@ -239,6 +247,7 @@ class Client:
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
             connected=self._connected,
+            dormant=self._dormant,
             connects=self._connects,
             pending=len(self._pending),
             received=self._received,
@@ -283,6 +292,13 @@ class Client:
                     if welcomed:
                         # It was up: the time without a connection starts now.
                         attempt, dropped_at = 0, trio.current_time()
+                    if self._dormant:
+                        # Passivated while idle: come back when there is something to
+                        # send (the server has nothing to say until then).
+                        await self._wake.wait()
+                        self._dormant = False
+                        attempt, dropped_at = 0, None
+                        continue
                 if self.session_id is None and self._bye_sent:
                     return
                 now = trio.current_time()
@@ -438,6 +454,9 @@ class Client:
                 self._writer_lot.unpark_all()
             elif isinstance(frame, StateFrame):
                 self.state = frame.state
+                if frame.state == "passivated":
+                    self._dormant = True
+                    self._wake = trio.Event()
             elif isinstance(frame, ClosedFrame):
                 self._closed_reason = frame.reason
                 self.state = "terminated"

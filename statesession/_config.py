@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import attrs
@@ -14,6 +15,7 @@ MiB = 1024 * 1024
 
 Overflow = Literal["backpressure", "drop_oldest"]
 AttachPolicy = Literal["share", "takeover"]
+WindowExpiry = Literal["passivate", "terminate"]
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -166,6 +168,28 @@ class SessionConfig:
         },
         default=1000,
         validator=_positive_int,
+    )
+
+    window_expiry: WindowExpiry = attrs.field(
+        metadata={
+            "help": (
+                "What happens to a session nobody resumed within the window, when a store "
+                "is configured: saved to it (passivate) or ended (terminate). Without a "
+                "store it is always ended."
+            )
+        },
+        default="passivate",
+        validator=_one_of("passivate", "terminate"),
+    )
+    passivate_after: float = attrs.field(
+        metadata={
+            "help": (
+                "Seconds an active session may stay idle (no message either way, app not "
+                "busy) before it is passivated, when a store is configured; inf: never."
+            )
+        },
+        default=math.inf,
+        validator=_positive,
     )
 
     def __attrs_post_init__(self) -> None:

@@ -33,26 +33,21 @@ from ._protocol import (
     PONG_TEXT,
     AckFrame,
     ByeFrame,
-    ErrorFrame,
     HelloFrame,
     MsgFrame,
     PingFrame,
     WelcomeFrame,
     decode_client_frame,
     encode_frame,
+    error_text,
 )
 
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["Connection", "error_text"]
+__all__ = ["Connection"]
 
 log = logging.getLogger("statesession")
-
-
-def error_text(error: ProtocolError) -> str:
-    """The ``error`` frame that reports ``error`` to the peer."""
-    return encode_frame(ErrorFrame(code=error.code, message=error.message, fatal=error.fatal))
 
 
 class Connection:

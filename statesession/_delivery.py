@@ -82,6 +82,16 @@ class ReplayBuffer:
         """Seq of the newest message ever appended (0 before the first)."""
         return self._first + len(self._frames) - 1
 
+    def restore(self, first_seq: int, frames: tuple[str, ...]) -> None:
+        """Hold ``frames`` as messages ``first_seq``, ``first_seq + 1``, ... (an empty
+        buffer only: for a session brought back from a snapshot)."""
+        if self._frames:
+            raise RuntimeError("restore() needs an empty replay buffer")
+        self._first = first_seq
+        for frame in frames:
+            self._frames.append(frame)
+            self._bytes += len(frame)
+
     def has_room(self, size: int) -> bool:
         """Whether a frame of ``size`` bytes fits without evicting anything."""
         return len(self._frames) < self.max_messages and self._bytes + size <= self.max_bytes
@@ -249,6 +259,12 @@ class Delivery:
             self._trim()
 
     # -- client -> server ---------------------------------------------------------------
+
+    def restore_client(self, client_id: str, *, acked: int, processed: int, now: float) -> None:
+        """Remember a client of a session brought back from a snapshot, as detached."""
+        self.clients[client_id] = ClientCursor(
+            client_id, acked=acked, received=processed, processed=processed, detached_at=now
+        )
 
     def receive(self, cursor: ClientCursor, seq: int) -> Literal["new", "duplicate"]:
         """Account for client message ``seq``: new (process it) or duplicate (drop it)."""

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -39,10 +40,11 @@ import trio
 from ._channel import Channel
 from ._chart import Lifecycle
 from ._config import SessionConfig
-from ._connection import Connection, error_text
-from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError
-from ._protocol import HelloFrame, decode_client_frame
+from ._connection import Connection
+from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError, StoreError
+from ._protocol import HelloFrame, decode_client_frame, error_text
 from ._session import Session
+from ._store import LogEntry, SessionRecord, SessionStore
 from ._util import collapse_single_exception_group
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
@@ -84,8 +86,12 @@ class SessionManager:
         authenticate: Authenticate | None,
         setup: SessionHook | None,
         health_check: SessionHook | None,
+        store: SessionStore | None,
     ) -> None:
         self.config = config
+        self._store = store
+        #: Sessions being brought back from the store, by id.
+        self._rehydrating: dict[str, trio.Event] = {}
         self._app = app
         self._nursery = nursery
         self._authenticate = authenticate
@@ -132,6 +138,23 @@ class SessionManager:
             return False
         session.terminate(reason)
         return True
+
+    def passivate(self, session_id: str, reason: str = "admin") -> bool:
+        """Ask a live session to passivate (save itself to the store and leave memory);
+        return whether it was found. A busy session stays (see ``Session.busy``); without
+        a store nothing happens."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        session._post_event(
+            "passivate", store=self._store is not None, busy=session._busy, reason=reason
+        )
+        return True
+
+    @property
+    def store(self) -> SessionStore | None:
+        """The store passivated sessions go to, if any."""
+        return self._store
 
     def statistics(self) -> ManagerStatistics:
         by_state = Counter(s.state or "new" for s in self._sessions.values())
@@ -245,7 +268,6 @@ class SessionManager:
     async def _create(
         self, channel: Channel, hello: HelloFrame, principal: str | None
     ) -> Connection:
-        config = self.config
         if hello.ack:
             raise ProtocolError(
                 "bad_frame",
@@ -254,22 +276,7 @@ class SessionManager:
             )
         if self._closing:  # checked again: authenticating may have taken a while
             raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
-        if len(self._sessions) - self._in_error >= config.max_sessions:
-            raise ProtocolError(
-                "session_limit",
-                f"server holds its limit of {config.max_sessions} sessions (max_sessions); "
-                "try again later",
-                fatal=True,
-            )
-        if principal is not None and (
-            self._per_principal[principal] >= config.max_sessions_per_principal
-        ):
-            raise ProtocolError(
-                "session_limit",
-                f"{principal!r} holds its limit of {config.max_sessions_per_principal} "
-                "sessions (max_sessions_per_principal); close one first",
-                fatal=True,
-            )
+        self._admit(principal)
         token = secrets.token_urlsafe(24)
         session = Session(
             id=secrets.token_urlsafe(12),
@@ -277,11 +284,8 @@ class SessionManager:
             manager=self,
             token_hash=_hash_token(token),
         )
-        self._sessions[session.id] = session
-        self._count(principal, 1)
+        self._register(session)
         self._created += 1
-        self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
-        self._nursery.start_soon(self._run_session, session, name=f"{session.id}:actor")
         connection = Connection(
             channel,
             session,
@@ -302,26 +306,7 @@ class SessionManager:
     ) -> Connection:
         assert hello.session is not None
         assert hello.token is not None
-        if self._closing:  # checked again: authenticating may have taken a while
-            raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
-        session = self._sessions.get(hello.session)
-        if session is None:
-            reason = self._tombstones.get(hello.session)
-            if reason is not None:
-                raise ProtocolError(
-                    "terminated",
-                    f"session {hello.session} has terminated ({reason})",
-                    fatal=True,
-                )
-            raise ProtocolError(
-                "unknown_session", f"no session {hello.session!r} on this server", fatal=True
-            )
-        if not hmac.compare_digest(session._token_hash, _hash_token(hello.token)):
-            raise ProtocolError("bad_token", "wrong token for this session", fatal=True)
-        if self._authenticate is not None and principal != session.principal:
-            raise ProtocolError(
-                "bad_token", "this session belongs to another principal", fatal=True
-            )
+        session = await self._find(hello.session, hello.token, principal)
         connection = Connection(
             channel,
             session,
@@ -331,6 +316,126 @@ class SessionManager:
         )
         await session._attach(connection, hello.ack)
         return connection
+
+    async def _find(self, session_id: str, token: str, principal: str | None) -> Session:
+        """The live session a resuming client names -- brought back from the store if it
+        was passivated -- once its token (and principal) check out."""
+        while True:
+            if self._closing:  # checked again: authenticating or loading takes a while
+                raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
+            session = self._sessions.get(session_id)
+            if session is not None and session.state == "passivated":
+                await session._wait_gone()  # being saved: then it is in the store
+                continue
+            if session is None:
+                loading = self._rehydrating.get(session_id)
+                if loading is not None:
+                    await loading.wait()
+                    continue
+                session = await self._rehydrate(session_id, token, principal)
+            self._check_token(session_id, session._token_hash, token)
+            if self._authenticate is not None and principal != session.principal:
+                raise ProtocolError(
+                    "bad_token", "this session belongs to another principal", fatal=True
+                )
+            return session
+
+    def _check_token(self, session_id: str, token_hash: bytes, token: str) -> None:
+        if not hmac.compare_digest(token_hash, _hash_token(token)):
+            raise ProtocolError("bad_token", "wrong token for this session", fatal=True)
+
+    async def _rehydrate(self, session_id: str, token: str, principal: str | None) -> Session:
+        """Bring a passivated session back from the store, or explain why it cannot be."""
+        reason = self._tombstones.get(session_id)
+        if reason is not None:
+            raise ProtocolError(
+                "terminated", f"session {session_id} has terminated ({reason})", fatal=True
+            )
+        store = self._store
+        if store is None:
+            raise ProtocolError(
+                "unknown_session", f"no session {session_id!r} on this server", fatal=True
+            )
+        done = self._rehydrating[session_id] = trio.Event()
+        try:
+            try:
+                snapshot = await store.load(session_id)
+            except StoreError as exc:
+                log.error("session %s cannot be restored: %s", session_id, exc)
+                raise ProtocolError(
+                    "terminated", f"session {session_id} cannot be restored: {exc}", fatal=True
+                ) from None
+            if snapshot is None:
+                raise await self._gone_for_good(session_id)
+            self._check_token(session_id, snapshot.token_hash, token)
+            if self._authenticate is not None and principal != snapshot.principal:
+                raise ProtocolError(
+                    "bad_token", "this session belongs to another principal", fatal=True
+                )
+            if self._closing:
+                raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
+            self._admit(snapshot.principal)
+            session = Session._restore(self, snapshot)
+            self._register(session)
+            store.forget(session_id)  # live again: the store's copy is stale from now on
+            log.info("session %s: brought back from the store", session_id)
+            return session
+        finally:
+            del self._rehydrating[session_id]
+            done.set()
+
+    async def _gone_for_good(self, session_id: str) -> ProtocolError:
+        store = self._store
+        assert store is not None
+        try:
+            record = await store.record(session_id)
+        except StoreError as exc:
+            return ProtocolError(
+                "terminated", f"session {session_id} cannot be looked up: {exc}", fatal=True
+            )
+        if record is None:
+            return ProtocolError(
+                "unknown_session", f"no session {session_id!r} on this server", fatal=True
+            )
+        if record.state in ("terminated", "error"):
+            return ProtocolError(
+                "terminated",
+                f"session {session_id} has terminated ({record.reason or record.state})",
+                fatal=True,
+            )
+        return ProtocolError(
+            "terminated",
+            f"session {session_id} was {record.state} when its server stopped without "
+            "saving it (a crash); its state is lost",
+            fatal=True,
+        )
+
+    def _admit(self, principal: str | None) -> None:
+        """Refuse a new or returning session over the admission limits."""
+        config = self.config
+        if len(self._sessions) - self._in_error >= config.max_sessions:
+            raise ProtocolError(
+                "session_limit",
+                f"server holds its limit of {config.max_sessions} sessions (max_sessions); "
+                "try again later",
+                fatal=True,
+            )
+        if principal is not None and (
+            self._per_principal[principal] >= config.max_sessions_per_principal
+        ):
+            raise ProtocolError(
+                "session_limit",
+                f"{principal!r} holds its limit of {config.max_sessions_per_principal} "
+                "sessions (max_sessions_per_principal); close one first",
+                fatal=True,
+            )
+
+    def _register(self, session: Session) -> None:
+        """Make a session live: in the registry, counted, its actor started."""
+        self._sessions[session.id] = session
+        self._count(session.principal, 1)
+        self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
+        self._nursery.start_soon(self._run_session, session, name=f"{session.id}:actor")
 
     async def _send_last_words(self, channel: Channel, error: ProtocolError) -> None:
         with trio.move_on_after(self.config.send_timeout), suppress(ChannelError):
@@ -365,13 +470,52 @@ class SessionManager:
             self._in_error -= 1
         else:
             self._count(session.principal, -1)
-        self._tombstones[session.id] = session.reason or "terminated"
-        while len(self._tombstones) > max(1000, self.config.max_sessions):
-            self._tombstones.popitem(last=False)
+        if session.state != "passivated":  # a passivated session lives on in the store
+            self._tombstones[session.id] = session.reason or "terminated"
+            while len(self._tombstones) > max(1000, self.config.max_sessions):
+                self._tombstones.popitem(last=False)
         if not self._sessions:
             self._all_gone.set()
 
+    def _log_message(self, session: Session, direction: str, frame: str) -> None:
+        store = self._store
+        assert store is not None
+        store.log(
+            LogEntry(
+                session=session.id,
+                time=time.time(),
+                kind="message",
+                event=direction,
+                detail=frame,
+            )
+        )
+
     def _observe(self, session: Session, event: str, source: str, target: str) -> None:
+        store = self._store
+        if store is not None:
+            now = time.time()
+            store.log(
+                LogEntry(
+                    session=session.id,
+                    time=now,
+                    kind="transition",
+                    event=event,
+                    source=source,
+                    target=target,
+                )
+            )
+            store.note(
+                SessionRecord(
+                    id=session.id,
+                    state=target,
+                    principal=session.principal,
+                    created=session.created,
+                    last_activity=now,
+                    reason=session.reason if target in ("terminated", "error") else None,
+                )
+            )
+            if target == "terminated":
+                store.forget(session.id)
         if "error" in (source, target):
             # A flagged session keeps its place in the registry (for inspection and a
             # retry) but not in the admission limits.
@@ -390,8 +534,19 @@ class SessionManager:
             scope.cancel()
         while self._sessions:
             for session in list(self._sessions.values()):
-                session.terminate("server_shutdown")
+                if self._store is not None and session.state in ("active", "reconnecting"):
+                    # Saved, not destroyed: its client resumes it once the server is back.
+                    session._post_event(
+                        "passivate", store=True, shutdown=True, reason="server_shutdown"
+                    )
+                elif session.state != "passivated":
+                    session.terminate("server_shutdown")
             await self._all_gone.wait()
+        if self._store is not None:
+            try:
+                await self._store.flush()
+            except StoreError as exc:
+                log.error("sessions may be lost: %s", exc)
         # Let every connection finish its goodbye (a WebSocket close handshake needs the
         # transport's tasks, which the caller may cancel once this returns).
         with trio.move_on_after(self.config.send_timeout):
@@ -422,14 +577,18 @@ async def open_manager(
     authenticate: Authenticate | None = None,
     setup: SessionHook | None = None,
     health_check: SessionHook | None = None,
+    store: SessionStore | None = None,
 ) -> AsyncIterator[SessionManager]:
     """Open a session manager that runs ``app(session)`` for every session.
 
     ``authenticate(auth)`` (sync or async) turns ``hello.auth`` into a principal string, or
     raises to refuse; a session's token is then bound to its principal. ``setup(session)``
     allocates what a session needs before it becomes active; ``health_check(session)``
-    returns whether it may (both async). On exit every session is terminated and cleaned
-    up before this returns.
+    returns whether it may (both async). With a ``store`` (see :func:`open_store`),
+    sessions are passivated to it -- when their reconnect window expires, when idle for
+    ``config.passivate_after``, and when the manager shuts down -- and brought back when
+    their clients resume. On exit every session is passivated (with a store) or
+    terminated, and cleaned up, before this returns.
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
@@ -440,6 +599,7 @@ async def open_manager(
                 authenticate=authenticate,
                 setup=setup,
                 health_check=health_check,
+                store=store,
             )
             try:
                 yield manager

@@ -201,6 +201,11 @@ def encode_msg(seq: int, data: Any, *, max_frame: int) -> str:
     return text
 
 
+def error_text(error: ProtocolError) -> str:
+    """The ``error`` frame that reports ``error`` to the peer."""
+    return encode_frame(ErrorFrame(code=error.code, message=error.message, fatal=error.fatal))
+
+
 def encode_frame(frame: Frame) -> str:
     """Encode any frame as one line of ASCII-only JSON."""
     if isinstance(frame, PingFrame):

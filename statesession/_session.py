@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from functools import partial
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,8 +41,16 @@ import trio
 from ._delivery import Delivery
 from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
 from ._fifo import Fifo
-from ._protocol import PING_TEXT, ClosedFrame, StateFrame, encode_data, encode_frame
+from ._protocol import (
+    PING_TEXT,
+    ClosedFrame,
+    StateFrame,
+    encode_data,
+    encode_frame,
+    error_text,
+)
 from ._report import CleanupItem, CleanupReport, Outcome
+from ._snapshot import ClientState, Snapshot
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -175,6 +185,14 @@ class Session:
     #: one lot: every waiter re-checks its own condition when woken.
     _changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _settled: bool = attrs.field(default=False, init=False)
+    #: Passivation done: the actor may leave, the session lives on in the store.
+    _parked: bool = attrs.field(default=False, init=False)
+    #: How many ``busy()`` blocks are open: a busy session is not passivated.
+    _busy: int = attrs.field(default=0, init=False)
+    #: When a message last went either way, or the app last stopped being busy.
+    _last_activity: float = attrs.field(factory=trio.current_time, init=False)
+    #: Wall-clock creation time (seconds since the epoch).
+    created: float = attrs.field(factory=time.time, init=False)
     _inbox_waiters: int = attrs.field(default=0, init=False)
     _app_started: bool = attrs.field(default=False, init=False)
     _closing: bool = attrs.field(default=False, init=False)
@@ -233,8 +251,13 @@ class Session:
             self._check_open()
         seq = buffer.last_seq + 1
         self._frame_size(body, seq)  # the seq may have grown a digit while waiting
-        buffer.append(f'{{"type":"msg","seq":{seq},"data":{body}}}')
+        frame = f'{{"type":"msg","seq":{seq},"data":{body}}}'
+        buffer.append(frame)
+        self._last_activity = trio.current_time()
         self._writers.unpark_all()
+        store = self._manager._store
+        if store is not None and store.log_messages:
+            self._manager._log_message(self, "out", frame)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> Message:
@@ -327,9 +350,26 @@ class Session:
             raise
         return value
 
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Declare the app busy (an agent loop running, a tool call in flight) for the
+        block: a busy session is not passivated when idle or when its window expires."""
+        self._busy += 1
+        try:
+            yield
+        finally:
+            self._busy -= 1
+            self._last_activity = trio.current_time()
+            self._changed.unpark_all()
+
     def terminate(self, reason: str = "terminated") -> None:
         """Ask the session to terminate; returns at once (see :meth:`wait_terminated`)."""
         self._post_event("terminate", reason=reason)
+
+    async def _wait_gone(self) -> None:
+        """Wait until the actor has left (the session terminated, or went to the store)."""
+        while not self._finished:
+            await self._changed.park()
 
     async def wait_terminated(self) -> CleanupReport | None:
         """Wait until the session has settled (``terminated`` or ``error``); return its
@@ -360,6 +400,47 @@ class Session:
             resources=len(self._resources),
         )
 
+    # == snapshots ==========================================================================
+
+    def _snapshot(self, reason: str) -> Snapshot:
+        buffer = self._delivery.buffer
+        return Snapshot(
+            id=self.id,
+            token_hash=self._token_hash,
+            principal=self.principal,
+            created=self.created,
+            passivated=time.time(),
+            reason=reason,
+            data=self.data,
+            first_seq=buffer.first_seq,
+            frames=tuple(frame for _, frame in buffer.frames_after(0)),
+            clients=tuple(
+                ClientState(id=c.id, acked=c.acked, processed=c.processed)
+                for c in self._delivery.clients.values()
+            ),
+        )
+
+    @classmethod
+    def _restore(cls, manager: SessionManager, snapshot: Snapshot) -> Session:
+        """A session brought back from its snapshot, in state ``passivated``; its actor
+        rehydrates it."""
+        session = cls(
+            id=snapshot.id,
+            principal=snapshot.principal,
+            manager=manager,
+            token_hash=snapshot.token_hash,
+            data=dict(snapshot.data),
+        )
+        session.state = "passivated"
+        session.created = snapshot.created
+        now = trio.current_time()
+        session._delivery.buffer.restore(snapshot.first_seq, snapshot.frames)
+        for client in snapshot.clients:
+            session._delivery.restore_client(
+                client.id, acked=client.acked, processed=client.processed, now=now
+            )
+        return session
+
     # == the actor =========================================================================
 
     async def _run(self) -> None:
@@ -371,7 +452,10 @@ class Session:
                 # it), never by a cancellation from outside tearing through its cascade.
                 nursery.cancel_scope.shield = True
                 self._nursery = nursery
-                self._run_job(lambda: manager._lifecycle.start(self), None)
+                if self.state == "passivated":
+                    self._run_job(lambda: self._step("rehydrate"), None)
+                else:
+                    self._run_job(lambda: manager._lifecycle.start(self), None)
                 while not self._done():
                     if not self._jobs:
                         await self._job_lot.park()
@@ -387,7 +471,7 @@ class Session:
             self._fail_waiters()
 
     def _done(self) -> bool:
-        if self.state == "terminated":
+        if self.state == "terminated" or (self.state == "passivated" and self._parked):
             return True
         # A session whose cleanup failed while the manager shuts down is given up on.
         return self.state == "error" and self._manager._closing and self.report is not None
@@ -457,22 +541,26 @@ class Session:
         self._deadline = trio.current_time() + self._manager.config.reconnect_window
         self._start_state_work(self._window_timer, "window")
 
-    def begin_passivated(self) -> None:
-        # The chart passivates only when told a store is configured (store=True), and this
-        # runtime has no session store: it never sends that.
-        raise NotImplementedError("passivation needs a session store")
+    def begin_passivated(self, reason: str) -> None:
+        self._stop_operations()
+        self._start_state_work(partial(self._passivate, reason), "passivate")
 
     def begin_terminating(self, reason: str) -> None:
         self.reason = reason
-        self._closing = True
         self._settled = False  # a retry from `error` settles again when it finishes
+        self._stop_operations()
+        self._start_state_work(self._cascade, "cleanup")
+
+    def _stop_operations(self) -> None:
+        """Entering terminating or passivated: take no more operations, wake every waiter
+        (they see the session closing), note which tasks are running."""
+        self._closing = True
         self._doomed = list(self._tasks)
         self._terminating_since = trio.current_time()
         self._fail_joins(
-            ProtocolError("terminated", f"session is terminating ({reason})", fatal=True)
+            ProtocolError("terminated", f"session is {self.state} ({self.reason})", fatal=True)
         )
         self._wake_all()
-        self._start_state_work(self._cascade, "cleanup")
 
     def settle(self, error: BaseException | None) -> None:
         if error is not None:
@@ -540,11 +628,17 @@ class Session:
             self._step("detach", connections=0)
 
     async def _heartbeat(self) -> None:
-        config = self._manager.config
+        manager = self._manager
+        config = manager.config
         interval, timeout = config.heartbeat_interval, config.heartbeat_timeout
+        idle_after = config.passivate_after if manager._store is not None else math.inf
         while True:
             now = trio.current_time()
             wake = now + interval
+            if not self._busy and now - self._last_activity >= idle_after:
+                self._post_event("passivate", store=True, busy=self._busy, reason="idle")
+            elif idle_after < math.inf:
+                wake = min(wake, self._last_activity + idle_after)
             for connection in list(self._connections):
                 silent = now - connection.last_received
                 if silent >= timeout:
@@ -570,32 +664,82 @@ class Session:
     async def _window_timer(self) -> None:
         deadline = self._deadline
         await trio.sleep_until(deadline)
-        self._post(
-            lambda: self._step(
-                "expire",
-                now=trio.current_time(),
-                deadline=deadline,
-                store=False,
-                reason="window_expired",
+        manager = self._manager
+        storable = manager._store is not None and manager.config.window_expiry == "passivate"
+        while True:
+            self._post(
+                lambda: self._step(
+                    "expire",
+                    now=trio.current_time(),
+                    deadline=deadline,
+                    store=storable,
+                    busy=self._busy,
+                    reason="window_expired",
+                )
             )
-        )
+            # A busy session is not passivated: try again once the app stops being busy.
+            # (Leaving `reconnecting` cancels this loop.)
+            await self._changed.park()
+            while self._busy:
+                await self._changed.park()
 
     async def _cascade(self) -> None:
         """Terminate: notify connections, stop tasks, close resources, report."""
-        config = self._manager.config
         reason = self.reason or "terminated"
-        started = self._terminating_since
-        # Notify every connection (after the messages it has not been sent yet), then wait
-        # for them to go, forcing the ones that take too long.
-        closed = encode_frame(ClosedFrame(reason=reason))
+        await self._close_connections(encode_frame(ClosedFrame(reason=reason)))
+        tasks = await self._stop_tasks()
+        resources = await self._close_resources()
+        self._report(reason, tasks, resources)
+        self._post_event("finish", leaked=len(self.report.failed) if self.report else 0)
+
+    async def _passivate(self, reason: str) -> None:
+        """Passivate: let connections go, stop tasks, save the snapshot, close resources.
+
+        A session that cannot be saved is terminated rather than kept half alive.
+        """
+        manager = self._manager
+        if reason == "server_shutdown":
+            last_words = error_text(
+                ProtocolError(
+                    "server_shutdown",
+                    "server is stopping; the session is saved: resume it later",
+                    fatal=True,
+                )
+            )
+        else:
+            last_words = encode_frame(StateFrame(state="passivated"))
+        await self._close_connections(last_words)
+        tasks = await self._stop_tasks()
+        store = manager._store
+        try:
+            if store is None:
+                raise RuntimeError("no session store to passivate to")
+            await store.save(self._snapshot(reason))
+        except Exception as exc:
+            log.error("session %s: cannot be saved: %s", self.id, _describe(exc), exc_info=exc)
+            self._failure = exc
+            self._post_event("terminate", reason="passivation_failed")
+            return
+        resources = await self._close_resources()
+        self._report(f"passivated ({reason})", tasks, resources)
+        self._parked = True
+        self._post(lambda: None)  # the actor sees that it is done
+
+    async def _close_connections(self, last_words: str) -> None:
+        """Send every connection the messages it has not been sent, then ``last_words``;
+        wait for them to go, forcing the ones that take longer than send_timeout."""
         for connection in list(self._connections):
-            connection.finish(closed, flush=True)
-        with trio.move_on_after(config.send_timeout):
+            connection.finish(last_words, flush=True)
+        with trio.move_on_after(self._manager.config.send_timeout):
             while self._connections:
                 await self._changed.park()
         for connection in list(self._connections):
             connection.abort()
-        # Give tasks the grace period, then cancel the rest and wait for them to unwind.
+
+    async def _stop_tasks(self) -> tuple[CleanupItem, ...]:
+        """Give tasks the grace period, cancel the rest, wait for them to unwind."""
+        config = self._manager.config
+        started = self._terminating_since
         with trio.move_on_at(started + config.cancel_grace):
             while self._tasks:
                 await self._changed.park()
@@ -606,23 +750,29 @@ class Session:
             while self._tasks:
                 await self._changed.park()
         now = trio.current_time()
-        task_items = tuple(self._task_item(task, started, now) for task in self._doomed)
+        items = tuple(self._task_item(task, started, now) for task in self._doomed)
         self._doomed = []
-        # Close resources, newest first, each under its own timeout.
-        resource_items = []
+        return items
+
+    async def _close_resources(self) -> tuple[CleanupItem, ...]:
+        """Close resources, newest first, each under its own timeout."""
+        items = []
         while self._resources:
-            resource = self._resources.pop()
-            resource_items.append(await self._close_resource(resource))
+            items.append(await self._close_resource(self._resources.pop()))
+        return tuple(items)
+
+    def _report(
+        self, reason: str, tasks: tuple[CleanupItem, ...], resources: tuple[CleanupItem, ...]
+    ) -> None:
         self.report = CleanupReport(
             session=self.id,
             reason=reason,
-            tasks=task_items,
-            resources=tuple(resource_items),
-            duration=trio.current_time() - started,
+            tasks=tasks,
+            resources=resources,
+            duration=trio.current_time() - self._terminating_since,
             error=_describe(self._failure) if self._failure is not None else None,
             previous=self.report,
         )
-        self._post_event("finish", leaked=len(self.report.failed))
 
     def _task_item(self, task: _Task, started: float, now: float) -> CleanupItem:
         ended = task.ended_at
@@ -845,8 +995,14 @@ class Session:
         if self._delivery.receive(cursor, seq) == "duplicate":
             return False
         self._received += 1
+        self._last_activity = trio.current_time()
         self._incoming.append(Message(client=connection.client, seq=seq, data=data))
         self._incoming_lot.unpark()
+        store = self._manager._store
+        if store is not None and store.log_messages:
+            self._manager._log_message(
+                self, "in", encode_data({"client": connection.client, "seq": seq, "data": data})
+            )
         return True
 
     def _acknowledged(self, connection: Connection, seq: int) -> None:

@@ -41,8 +41,8 @@ class Host:
     def begin_reconnecting(self) -> None:
         self._record("begin_reconnecting")
 
-    def begin_passivated(self) -> None:
-        self._record("begin_passivated")
+    def begin_passivated(self, reason: str) -> None:
+        self._record("begin_passivated", reason)
 
     def begin_terminating(self, reason: str) -> None:
         self._record("begin_terminating", reason)
@@ -333,11 +333,19 @@ TABLE: dict[tuple[str, str], list[tuple[Any, str]]] = {
         (lambda v: True, "active"),
     ],
     ("reconnecting", "expire"): [
-        (lambda v: v["now"] >= v["deadline"] and v["store"], "passivated"),
-        (lambda v: v["now"] >= v["deadline"], "terminating"),
+        (
+            lambda v: v["now"] >= v["deadline"] and v["store"]
+            and (v["busy"] == 0 or v["shutdown"]),
+            "passivated",
+        ),
+        (lambda v: v["now"] >= v["deadline"] and not v["store"], "terminating"),
     ],
-    ("active", "passivate"): [(lambda v: v["store"], "passivated")],
-    ("reconnecting", "passivate"): [(lambda v: v["store"], "passivated")],
+    ("active", "passivate"): [
+        (lambda v: v["store"] and (v["busy"] == 0 or v["shutdown"]), "passivated")
+    ],
+    ("reconnecting", "passivate"): [
+        (lambda v: v["store"] and (v["busy"] == 0 or v["shutdown"]), "passivated")
+    ],
     ("passivated", "rehydrate"): [(lambda v: True, "initializing")],
     ("terminating", "finish"): [
         (lambda v: v["leaked"] == 0, "terminated"),
@@ -358,6 +366,8 @@ values_strategy = st.fixed_dictionaries(
         "deadline": st.sampled_from([1.0, math.inf]),
         "connections": st.integers(0, 2),
         "store": st.booleans(),
+        "busy": st.integers(0, 1),
+        "shutdown": st.booleans(),
         "leaked": st.integers(0, 2),
     }
 )

@@ -12,6 +12,7 @@ import socket
 from contextlib import suppress
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -203,7 +204,10 @@ async def test_e2e_a_thousand_connections_at_once_leak_nothing() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    async with net_server("websocket", echo, config=QUICK) as server:
+    # The crowd answers no pings: keep heartbeats out of it (opening 1,000 connections
+    # on a busy machine can take longer than QUICK's heartbeat timeout).
+    config = attrs.evolve(QUICK, heartbeat_interval=30.0, heartbeat_timeout=60.0)
+    async with net_server("websocket", echo, config=config) as server:
         loaded = statesession.load_transport("websocket")
         await trio.testing.wait_all_tasks_blocked(0.05)
         baseline = len(live_tasks())
