@@ -35,6 +35,8 @@ from ._exceptions import TransportError as TransportError
 from ._report import CleanupItem as CleanupItem
 from ._report import CleanupReport as CleanupReport
 from ._report import Outcome as Outcome
+from ._snapshot import LogEntry as LogEntry
+from ._snapshot import SessionRecord as SessionRecord
 from ._snapshot import Snapshot as Snapshot
 
 if TYPE_CHECKING:
@@ -48,9 +50,7 @@ if TYPE_CHECKING:
     from ._session import Message as Message
     from ._session import Session as Session
     from ._session import SessionStatistics as SessionStatistics
-    from ._store import LogEntry as LogEntry
     from ._store import MemoryStore as MemoryStore
-    from ._store import SessionRecord as SessionRecord
     from ._store import SessionStore as SessionStore
     from ._store import open_store as open_store
     from ._transport import Transport as Transport
@@ -71,9 +71,7 @@ _DRIVER = {
     "Message": "._session",
     "Session": "._session",
     "SessionStatistics": "._session",
-    "LogEntry": "._store",
     "MemoryStore": "._store",
-    "SessionRecord": "._store",
     "SessionStore": "._store",
     "open_store": "._store",
     "Transport": "._transport",

@@ -7,6 +7,7 @@ import importlib
 import logging
 import signal
 import sys
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ import trio
 
 from ._config import SessionConfig
 from ._diagram import lifecycle_diagram, lifecycle_png
-from ._exceptions import ConfigError, TransportError
+from ._exceptions import ConfigError, StoreError, TransportError
 from ._util import collapse_single_exception_group
 
 __all__ = ["main"]
@@ -25,6 +26,7 @@ __all__ = ["main"]
 log = logging.getLogger("statesession")
 
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STORE = "statesession.db"
 DEFAULT_PORTS = {"websocket": 8765, "tcp": 8766}
 SCHEMES = {"websocket": "ws"}
 
@@ -86,14 +88,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--store",
-        default="memory",
-        choices=["memory"],
-        help="where passivated sessions go (memory: nowhere; sessions live in memory only)",
+        default=DEFAULT_STORE,
+        metavar="PATH",
+        help=(
+            f"SQLite file passivated sessions and the event log go to (default: "
+            f"./{DEFAULT_STORE}); 'memory' keeps them in this process only"
+        ),
+    )
+    serve.add_argument(
+        "--log-messages",
+        action="store_true",
+        help="log every message in the event log too, not only lifecycle transitions",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     _config_arguments(serve)
+
+    sessions = commands.add_parser(
+        "sessions",
+        help="list the sessions a store knows",
+        description="List the sessions recorded in a store: id, state, age, last activity.",
+    )
+    sessions.add_argument("--store", default=DEFAULT_STORE, metavar="PATH")
+
+    replay = commands.add_parser(
+        "replay",
+        help="print a session's history and check it against the lifecycle chart",
+        description=(
+            "Print the transitions (and logged messages) of a session, then drive a fresh "
+            "SessionChart through them to check that the history is a legal path of the "
+            "chart. Exit status: 0 legal, 1 illegal or corrupt, 2 unknown session."
+        ),
+    )
+    replay.add_argument("session", metavar="SESSION_ID")
+    replay.add_argument("--store", default=DEFAULT_STORE, metavar="PATH")
 
     diagram = commands.add_parser(
         "diagram",
@@ -141,21 +170,28 @@ def _url(args: argparse.Namespace) -> str:
     return f"{scheme}://{host}:{port}/"
 
 
-async def _serve(app: Any, url: str, config: SessionConfig) -> None:
+async def _serve(
+    app: Any, url: str, config: SessionConfig, store_location: str, log_messages: bool
+) -> None:
     from ._manager import open_manager
+    from ._store import open_store
     from ._transport import serve
 
     with (
         collapse_single_exception_group(),
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
     ):
-        async with trio.open_nursery() as nursery:
-            async with open_manager(app, config=config) as manager:
+        async with (
+            open_store(store_location, log_messages=log_messages) as store,
+            trio.open_nursery() as nursery,
+        ):
+            log.info("store: %s", store_location)
+            async with open_manager(app, config=config, store=store) as manager:
                 bound = await nursery.start(serve, manager, url)
                 log.info("serving %s", bound)
                 async for signum in signals:
                     log.info(
-                        "%s: terminating %d sessions and stopping",
+                        "%s: saving %d sessions and stopping",
                         signal.Signals(signum).name,
                         len(manager),
                     )
@@ -194,8 +230,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(_serve, app, _url(args), config)
-    except TransportError as exc:
+        trio.run(_serve, app, _url(args), config, args.store, args.log_messages)
+    except (TransportError, StoreError) as exc:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -243,8 +279,88 @@ def _run_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+async def _list_sessions(location: str) -> list[Any]:
+    from ._store import open_store
+
+    async with open_store(location) as store:
+        return await store.sessions()
+
+
+def _existing_store(location: str) -> bool:
+    if location != "memory" and not Path(location).exists():
+        print(f"statesession: no store at {location}", file=sys.stderr)
+        return False
+    return True
+
+
+def _run_sessions(args: argparse.Namespace) -> int:
+    if not _existing_store(args.store):
+        return 2
+    try:
+        records = trio.run(_list_sessions, args.store)
+    except StoreError as exc:
+        print(f"statesession: {exc}", file=sys.stderr)
+        return 1
+    now = time.time()
+    print(f"{'SESSION':<18} {'STATE':<13} {'AGE':>7} {'IDLE':>7}  SAVED  REASON")
+    for r in records:
+        saved = "yes" if r.snapshot else "-"
+        print(
+            f"{r.id:<18} {r.state:<13} {_ago(now - r.created):>7} "
+            f"{_ago(now - r.last_activity):>7}  {saved:<5}  {r.reason or ''}".rstrip()
+        )
+    print(f"{len(records)} sessions")
+    return 0
+
+
+async def _history(location: str, session_id: str) -> tuple[Any, list[Any]]:
+    from ._store import open_store
+
+    async with open_store(location) as store:
+        return await store.record(session_id), await store.history(session_id)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from ._replay import check_history
+
+    if not _existing_store(args.store):
+        return 2
+    try:
+        record, entries = trio.run(_history, args.store, args.session)
+    except StoreError as exc:
+        print(f"statesession: {exc}", file=sys.stderr)
+        return 1
+    if record is None and not entries:
+        print(f"statesession: no session {args.session!r} in {args.store}", file=sys.stderr)
+        return 2
+    for entry in entries:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.time))
+        stamp += f".{int(entry.time * 1000) % 1000:03d}"
+        if entry.kind == "transition":
+            print(f"{stamp}  {entry.source} -> {entry.target}  ({entry.event})")
+        else:
+            print(f"{stamp}    {entry.event:>3} {entry.detail}")
+    result = check_history(entries)
+    if result.legal:
+        print(f"{result.transitions} transitions: a legal path of SessionChart")
+        return 0
+    print(f"NOT a legal path of SessionChart: {result.problem}")
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
+    if args.command == "sessions":
+        return _run_sessions(args)
+    if args.command == "replay":
+        return _run_replay(args)
     return _run_diagram(args)

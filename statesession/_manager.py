@@ -44,7 +44,8 @@ from ._connection import Connection
 from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError, StoreError
 from ._protocol import HelloFrame, decode_client_frame, error_text
 from ._session import Session
-from ._store import LogEntry, SessionRecord, SessionStore
+from ._snapshot import LogEntry, SessionRecord
+from ._store import SessionStore
 from ._util import collapse_single_exception_group
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]

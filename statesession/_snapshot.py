@@ -1,4 +1,5 @@
-"""What a passivated session is made of, and its versioned encoding (sans-IO).
+"""What a store keeps -- snapshots of passivated sessions, session records, event-log
+entries -- and the snapshot's versioned encoding (sans-IO).
 
 Theory of operation
 -------------------
@@ -19,13 +20,21 @@ this code does not know); a snapshot is never guessed at.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
 from ._exceptions import CorruptSnapshotError, StoreVersionError
 
-__all__ = ["SNAPSHOT_VERSION", "ClientState", "Snapshot", "decode_snapshot", "encode_snapshot"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "ClientState",
+    "LogEntry",
+    "SessionRecord",
+    "Snapshot",
+    "decode_snapshot",
+    "encode_snapshot",
+]
 
 SNAPSHOT_VERSION: Final = 1
 
@@ -63,6 +72,40 @@ class Snapshot:
     @property
     def last_seq(self) -> int:
         return self.first_seq + len(self.frames) - 1
+
+
+@attrs.frozen(kw_only=True)
+class SessionRecord:
+    """What a store knows about one session."""
+
+    id: str
+    #: Its last recorded lifecycle state.
+    state: str
+    principal: str | None
+    #: Wall-clock times (seconds since the epoch).
+    created: float
+    last_activity: float
+    #: Why it ended or was passivated, once it has.
+    reason: str | None = None
+    #: Whether a snapshot is held (the session can be brought back).
+    snapshot: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class LogEntry:
+    """One entry of a session's event log."""
+
+    session: str
+    #: Wall-clock time (seconds since the epoch).
+    time: float
+    kind: Literal["transition", "message"]
+    #: For a transition, the event; for a message, its direction (``"in"``, ``"out"``).
+    event: str
+    #: For a transition, the states it went from and to.
+    source: str | None = None
+    target: str | None = None
+    #: For a message, its frame.
+    detail: str | None = None
 
 
 def encode_snapshot(snapshot: Snapshot) -> str:

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 import trio
 
 from ._exceptions import CorruptSnapshotError, StoreError, StoreVersionError
-from ._snapshot import Snapshot, decode_snapshot, encode_snapshot
-from ._store import LogEntry, SessionRecord, SessionStore
+from ._snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
+from ._store import SessionStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_sqlite_store"]
 
@@ -468,12 +468,14 @@ async def open_sqlite_store(
     log_messages: bool,
     retention_events: int,
     retention_age: float,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[SQLiteStore]:
     store = SQLiteStore(
         path,
         log_messages=log_messages,
         retention_events=retention_events,
         retention_age=retention_age,
+        clock=clock,
     )
     await store._open()
     try:

@@ -22,12 +22,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
 
 import attrs
 import trio
 
-from ._snapshot import Snapshot
+from ._snapshot import LogEntry, SessionRecord, Snapshot
 
 __all__ = [
     "LogEntry",
@@ -40,40 +39,6 @@ __all__ = [
 #: Default retention of the event log: per session, and by age (seconds).
 RETENTION_EVENTS = 1000
 RETENTION_AGE = 7 * 24 * 3600.0
-
-
-@attrs.frozen(kw_only=True)
-class SessionRecord:
-    """What a store knows about one session."""
-
-    id: str
-    #: Its last recorded lifecycle state.
-    state: str
-    principal: str | None
-    #: Wall-clock times (seconds since the epoch).
-    created: float
-    last_activity: float
-    #: Why it ended or was passivated, once it has.
-    reason: str | None = None
-    #: Whether a snapshot is held (the session can be brought back).
-    snapshot: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class LogEntry:
-    """One entry of a session's event log."""
-
-    session: str
-    #: Wall-clock time (seconds since the epoch).
-    time: float
-    kind: Literal["transition", "message"]
-    #: For a transition, the event; for a message, its direction (``"in"``, ``"out"``).
-    event: str
-    #: For a transition, the states it went from and to.
-    source: str | None = None
-    target: str | None = None
-    #: For a message, its frame.
-    detail: str | None = None
 
 
 class SessionStore(abc.ABC):
