@@ -325,7 +325,7 @@ class SessionManager:
             if self._closing:  # checked again: authenticating or loading takes a while
                 raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
             session = self._sessions.get(session_id)
-            if session is not None and session.state == "passivated":
+            if session is not None and session.state == "passivated" and session.closing:
                 await session._wait_gone()  # being saved: then it is in the store
                 continue
             if session is None:

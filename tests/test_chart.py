@@ -334,8 +334,9 @@ TABLE: dict[tuple[str, str], list[tuple[Any, str]]] = {
     ],
     ("reconnecting", "expire"): [
         (
-            lambda v: v["now"] >= v["deadline"] and v["store"]
-            and (v["busy"] == 0 or v["shutdown"]),
+            lambda v: (
+                v["now"] >= v["deadline"] and v["store"] and (v["busy"] == 0 or v["shutdown"])
+            ),
             "passivated",
         ),
         (lambda v: v["now"] >= v["deadline"] and not v["store"], "terminating"),

@@ -1,0 +1,345 @@
+"""Session stores: the in-memory one and the SQLite one (a real file)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+import statesession
+from statesession import (
+    CorruptSnapshotError,
+    LogEntry,
+    SessionRecord,
+    SessionStore,
+    Snapshot,
+    StoreError,
+    StoreVersionError,
+    open_store,
+)
+from statesession import _sqlite as sqlite_store
+from statesession._snapshot import ClientState, decode_snapshot, encode_snapshot
+
+
+def snapshot(session_id: str = "s1", **changes: object) -> Snapshot:
+    fields: dict[str, object] = {
+        "id": session_id,
+        "token_hash": b"\x07" * 32,
+        "principal": "ann",
+        "created": time.time() - 10,
+        "passivated": time.time(),
+        "reason": "idle",
+        "data": {"turns": 3, "notes": ["é", None]},
+        "first_seq": 4,
+        "frames": ('{"type":"msg","seq":4,"data":"x"}', '{"type":"msg","seq":5,"data":"y"}'),
+        "clients": (ClientState(id="c1", acked=3, processed=7),),
+    }
+    fields.update(changes)
+    return Snapshot(**fields)  # type: ignore[arg-type]
+
+
+def record(session_id: str = "s1", state: str = "active", **changes: object) -> SessionRecord:
+    now = time.time()
+    fields: dict[str, object] = {
+        "id": session_id,
+        "state": state,
+        "principal": "ann",
+        "created": now - 10,
+        "last_activity": now,
+    }
+    fields.update(changes)
+    return SessionRecord(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    location = "memory" if request.param == "memory" else tmp_path / "sessions.db"
+    async with open_store(location, retention_events=5) as opened:
+        yield opened
+
+
+def test_snapshot_encoding_round_trips() -> None:
+    original = snapshot()
+    assert decode_snapshot(encode_snapshot(original), session_id="s1") == original
+    assert original.last_seq == 5
+
+
+@pytest.mark.parametrize(
+    ("mangle", "error", "fragment"),
+    [
+        (lambda d: "not json {", CorruptSnapshotError, "not valid JSON"),
+        (lambda d: "[]", CorruptSnapshotError, "not a JSON object"),
+        (lambda d: {**d, "v": 99}, StoreVersionError, "version 99"),
+        (lambda d: {**d, "v": None}, CorruptSnapshotError, "no valid version"),
+        (lambda d: {**d, "id": "other"}, CorruptSnapshotError, "belongs to session other"),
+        (lambda d: {**d, "token_hash": "zz"}, CorruptSnapshotError, "s1"),
+        (lambda d: {**d, "frames": [1]}, CorruptSnapshotError, "non-text frame"),
+        (lambda d: {**d, "first_seq": 0}, CorruptSnapshotError, "first_seq"),
+        (lambda d: {**d, "data": []}, CorruptSnapshotError, "'data' should be dict"),
+        (
+            lambda d: {**d, "clients": [{"id": "c", "acked": 99, "processed": 0}]},
+            CorruptSnapshotError,
+            "past the last message held",
+        ),
+    ],
+)
+def test_snapshot_decoding_names_what_is_wrong(
+    mangle: object, error: type[Exception], fragment: str
+) -> None:
+    good = json.loads(encode_snapshot(snapshot()))
+    bad = mangle(good)  # type: ignore[operator]
+    text = bad if isinstance(bad, str) else json.dumps(bad)
+    with pytest.raises(error, match=fragment):
+        decode_snapshot(text, session_id="s1")
+
+
+async def test_store_saves_loads_and_forgets(store: SessionStore) -> None:
+    assert await store.load("s1") is None
+    store.note(record())
+    await store.save(snapshot())
+    assert await store.load("s1") == snapshot(
+        created=(await store.load("s1")).created,  # type: ignore[union-attr]
+        passivated=(await store.load("s1")).passivated,
+    )  # type: ignore[union-attr]
+    await store.flush()
+    assert (await store.record("s1")).snapshot  # type: ignore[union-attr]
+    store.forget("s1")
+    assert await store.load("s1") is None
+    found = await store.record("s1")
+    assert found is not None
+    assert found.state == "active"
+    assert not found.snapshot
+
+
+async def test_store_lists_sessions_most_recent_first(store: SessionStore) -> None:
+    now = time.time()
+    store.note(record("old", last_activity=now - 100))
+    store.note(record("new", last_activity=now))
+    store.note(record("old", state="terminated", last_activity=now - 50, reason="bye"))
+    listed = await store.sessions()
+    assert [(r.id, r.state, r.reason) for r in listed] == [
+        ("new", "active", None),
+        ("old", "terminated", "bye"),
+    ]
+
+
+async def test_store_event_log_keeps_the_newest_entries(store: SessionStore) -> None:
+    """At most retention_events entries per session are kept, the newest."""
+    now = time.time()
+    for i in range(8):
+        store.log(
+            LogEntry(
+                session="s1",
+                time=now + i,
+                kind="transition",
+                event=f"e{i}",
+                source="active",
+                target="active",
+            )
+        )
+    store.log(LogEntry(session="s2", time=now, kind="message", event="in", detail="{}"))
+    history = await store.history("s1")
+    assert [e.event for e in history] == ["e3", "e4", "e5", "e6", "e7"]
+    assert [e.kind for e in await store.history("s2")] == ["message"]
+
+
+async def test_sqlite_store_uses_wal_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    async with open_store(path) as first:
+        first.note(record())
+        await first.save(snapshot())
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+    async with open_store(path) as second:
+        loaded = await second.load("s1")
+        assert loaded is not None
+        assert loaded.data == {"turns": 3, "notes": ["é", None]}
+
+
+async def test_sqlite_store_writes_thousands_of_sessions_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    async with open_store(tmp_path / "sessions.db") as store:
+        assert isinstance(store, sqlite_store.SQLiteStore)
+        for i in range(3000):
+            store.note(record(f"s{i}"))
+            await store.save(snapshot(f"s{i}"))
+        assert await store.load("s2999") is not None  # before it is written, too
+        await store.flush()
+        assert store.transactions <= 3
+        assert len(await store.sessions()) == 3000
+
+
+async def test_sqlite_store_batches_concurrent_loads(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "sessions.db") as store:
+        for i in range(2000):
+            await store.save(snapshot(f"s{i}"))
+        await store.flush()
+        loaded: list[Snapshot | None] = [None] * 2000
+
+        async def load(i: int) -> None:
+            loaded[i] = await store.load(f"s{i}")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(2000):
+                nursery.start_soon(load, i)
+        assert [s.id for s in loaded if s] == [f"s{i}" for i in range(2000)]
+
+
+async def test_sqlite_store_cancellation_interrupts_a_running_query(tmp_path: Path) -> None:
+    """Cancelling really stops the query (interrupt), and the connection stays usable."""
+    endless = (
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
+    )
+    async with open_store(tmp_path / "sessions.db") as store:
+        assert isinstance(store, sqlite_store.SQLiteStore)
+        started = time.perf_counter()
+        with trio.move_on_after(0.2) as waited:
+            await store._call(lambda conn: conn.execute(endless).fetchone())
+        assert waited.cancelled_caught
+        store.note(record())
+        with trio.fail_after(5):
+            await store.flush()  # waits for the interrupted statement's thread to let go
+        assert time.perf_counter() - started < 3
+        assert await store.record("s1") is not None
+
+
+async def test_sqlite_store_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreVersionError, match="schema version 99"):
+        async with open_store(path):
+            pass
+
+
+async def test_sqlite_store_migrates_step_by_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file of an older schema is brought up to date on open, one step at a time, and a
+    step that fails leaves the file as it was."""
+    path = tmp_path / "sessions.db"
+    async with open_store(path) as store:
+        store.note(record())
+
+    def add_column(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE sessions ADD COLUMN tag TEXT")
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        raise sqlite3.OperationalError("step 3 went wrong")
+
+    monkeypatch.setattr(sqlite_store, "MIGRATIONS", {**sqlite_store.MIGRATIONS, 2: add_column})
+    async with open_store(path) as store:
+        assert await store.record("s1") is not None
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert "tag" in [row[1] for row in raw.execute("PRAGMA table_info(sessions)")]
+
+    monkeypatch.setattr(
+        sqlite_store, "MIGRATIONS", {**sqlite_store.MIGRATIONS, 2: add_column, 3: broken}
+    )
+    with pytest.raises(StoreError, match="step 3 went wrong"):
+        async with open_store(path):
+            pass
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        tables = [row[0] for row in raw.execute("SELECT name FROM sqlite_master")]
+        assert "half_done" not in tables
+
+
+async def test_sqlite_store_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a database, " * 100)
+    with pytest.raises(StoreError, match="cannot open store"):
+        async with open_store(path):
+            pass
+
+
+async def test_sqlite_store_reports_a_corrupt_snapshot_and_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    async with open_store(path) as store:
+        await store.save(snapshot())
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE sessions SET snapshot = '{\"v\": 1, \"id\": 5' WHERE id = 's1'")
+    async with open_store(path) as store:
+        with pytest.raises(CorruptSnapshotError, match="not valid JSON"):
+            await store.load("s1")
+    with sqlite3.connect(path) as raw:
+        kept = raw.execute("SELECT snapshot FROM sessions WHERE id = 's1'").fetchone()[0]
+    assert kept == '{"v": 1, "id": 5'
+
+
+async def test_sqlite_store_reports_a_corrupt_log(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    async with open_store(path) as store:
+        store.log(
+            LogEntry(
+                session="s1",
+                time=time.time(),
+                kind="transition",
+                event="activate",
+                source="initializing",
+                target="active",
+            )
+        )
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO events (session, time, kind, event) VALUES ('s1', 0, 'garbage', 'x')"
+        )
+    async with open_store(path) as store:
+        with pytest.raises(CorruptSnapshotError, match="corrupt at entry 1"):
+            await store.history("s1")
+
+
+async def test_sqlite_store_prunes_by_age(tmp_path: Path) -> None:
+    """Entries older than retention_age go; so do snapshots nobody resumed in that time
+    (their sessions are recorded as terminated)."""
+    now = [1_000_000.0]
+    async with sqlite_store.open_sqlite_store(
+        tmp_path / "sessions.db",
+        log_messages=False,
+        retention_events=100,
+        retention_age=3600.0,
+        clock=lambda: now[0],
+    ) as store:
+        store.note(record("stale", last_activity=now[0] - 7200, created=now[0] - 7200))
+        await store.save(snapshot("stale", passivated=now[0] - 7200))
+        store.note(record("fresh", last_activity=now[0], created=now[0]))
+        store.log(
+            LogEntry(
+                session="fresh",
+                time=now[0] - 7200,
+                kind="transition",
+                event="old",
+                source="active",
+                target="active",
+            )
+        )
+        store.log(
+            LogEntry(
+                session="fresh",
+                time=now[0],
+                kind="transition",
+                event="new",
+                source="active",
+                target="active",
+            )
+        )
+        await store.flush()
+        now[0] += 61  # pruning runs at most once a minute: the next write prunes
+        store.note(record("fresh", last_activity=now[0], created=now[0] - 61))
+        await store.flush()
+        assert [e.event for e in await store.history("fresh")] == ["new"]
+        assert await store.load("stale") is None
+        assert [r.id for r in await store.sessions()] == ["fresh"]
+
+
+def test_store_exports() -> None:
+    assert statesession.MemoryStore.__module__ == "statesession._store"
