@@ -9,7 +9,8 @@ import signal
 import sys
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=(
             f"SQLite file passivated sessions and the event log go to (default: "
-            f"./{DEFAULT_STORE}); 'memory' keeps them in this process only"
+            f"./{DEFAULT_STORE}); 'memory' for none: sessions live in memory only and end "
+            "when the server stops"
         ),
     )
     serve.add_argument(
@@ -170,11 +172,21 @@ def _url(args: argparse.Namespace) -> str:
     return f"{scheme}://{host}:{port}/"
 
 
+@asynccontextmanager
+async def _maybe_store(location: str, log_messages: bool) -> AsyncIterator[Any]:
+    if location == "memory":
+        yield None
+        return
+    from ._store import open_store
+
+    async with open_store(location, log_messages=log_messages) as store:
+        yield store
+
+
 async def _serve(
     app: Any, url: str, config: SessionConfig, store_location: str, log_messages: bool
 ) -> None:
     from ._manager import open_manager
-    from ._store import open_store
     from ._transport import serve
 
     with (
@@ -182,17 +194,18 @@ async def _serve(
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
     ):
         async with (
-            open_store(store_location, log_messages=log_messages) as store,
+            _maybe_store(store_location, log_messages) as store,
             trio.open_nursery() as nursery,
         ):
-            log.info("store: %s", store_location)
+            log.info("store: %s", store_location if store is not None else "none (memory)")
             async with open_manager(app, config=config, store=store) as manager:
                 bound = await nursery.start(serve, manager, url)
                 log.info("serving %s", bound)
                 async for signum in signals:
                     log.info(
-                        "%s: saving %d sessions and stopping",
+                        "%s: %s %d sessions and stopping",
                         signal.Signals(signum).name,
+                        "saving" if store is not None else "terminating",
                         len(manager),
                     )
                     break

@@ -50,7 +50,7 @@ async def read_rest(process: trio.Process, lines: list[str]) -> list[str]:
 async def test_cli_serve_runs_the_demo_and_stops_cleanly_on_sigterm() -> None:
     """The main job: a client talks to the demo over WebSocket; SIGTERM ends the server
     with exit code 0 after every client was told server_shutdown."""
-    process, url, lines = await start_server("--reconnect-window", "5")
+    process, url, lines = await start_server("--reconnect-window", "5", "--store", "memory")
     try:
         assert url.startswith("ws://127.0.0.1:")
         async with statesession.open_client(url) as client:
@@ -84,7 +84,9 @@ async def test_cli_serve_tcp_and_a_user_app(tmp_path: Path) -> None:
         "    async for message in session:\n"
         "        await session.send({'upper': message.data.upper()})\n"
     )
-    process, url, _ = await start_server("myapp:main", "--transport", "tcp", cwd=tmp_path)
+    process, url, _ = await start_server(
+        "myapp:main", "--transport", "tcp", "--store", "memory", cwd=tmp_path
+    )
     try:
         assert url.startswith("tcp://127.0.0.1:")
         async with statesession.open_client(url) as client:
@@ -165,7 +167,7 @@ def test_cli_port_in_use_is_a_clear_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("serve", "--port", str(port))
+        result = run_cli("serve", "--port", str(port), "--store", "memory")
     assert result.returncode == 1
     assert f"cannot listen on ws://127.0.0.1:{port}/" in result.stderr
 
@@ -202,7 +204,7 @@ async def test_cli_a_second_signal_does_not_cut_shutdown_short(tmp_path: Path) -
         "    async for message in session:\n"
         "        await session.send(message.data)\n"
     )
-    process, url, _ = await start_server("slowapp:main", cwd=tmp_path)
+    process, url, _ = await start_server("slowapp:main", "--store", "memory", cwd=tmp_path)
     try:
         async with statesession.open_client(url) as client:
             await client.send("ping")
