@@ -70,8 +70,7 @@ class _Host:
     begin_passivated = begin_terminating = settle = end_state = _noop
 
     def transitioned(self, event: str, source: str, target: str) -> None:
-        if source != target:
-            self.steps.append((event, source, target))
+        self.steps.append((event, source, target))
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("replayed action failure")
@@ -129,13 +128,17 @@ def check_history(entries: Sequence[LogEntry]) -> ReplayResult:
             after = steps[index + 1]
             expected.append((after.event, after.source, after.target))
         if host.steps != expected:
-            taken = ", ".join(f"{s} -> {t} ({e})" for e, s, t in host.steps) or "nothing"
-            return ReplayResult(
-                transitions=index,
-                problem=(
-                    f"transition {index + 1} ({step.event}: {step.source} -> {step.target}) "
-                    f"is not what the chart does; it took {taken}"
-                ),
-            )
+            if not host.steps:
+                problem = (
+                    f"transition {index + 1}: the chart has no {step.event!r} from "
+                    f"{step.source} to {step.target}"
+                )
+            else:
+                taken = ", ".join(f"{s} -> {t} ({e})" for e, s, t in host.steps)
+                problem = (
+                    f"transition {index + 1} ({step.event}: {step.source} -> "
+                    f"{step.target}) is not what the chart does; it took {taken}"
+                )
+            return ReplayResult(transitions=index, problem=problem)
         index += 2 if failing else 1
     return ReplayResult(transitions=len(steps))

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from functools import partial
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -175,8 +175,10 @@ class Session:
     _connections: list[Connection] = attrs.field(factory=list, init=False)
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
+    _state_working: bool = attrs.field(default=False, init=False)
     _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
     _resources: list[_Resource] = attrs.field(factory=list, init=False)
+    _closed_items: list[CleanupItem] = attrs.field(factory=list, init=False)
     _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
     _incoming_lot: trio.lowlevel.ParkingLot = attrs.field(
         factory=trio.lowlevel.ParkingLot, init=False
@@ -555,7 +557,8 @@ class Session:
         """Entering terminating or passivated: take no more operations, wake every waiter
         (they see the session closing), note which tasks are running."""
         self._closing = True
-        self._doomed = list(self._tasks)
+        # A passivation interrupted by a terminate has not reported its tasks yet.
+        self._doomed = [*self._doomed, *(t for t in self._tasks if t not in self._doomed)]
         self._terminating_since = trio.current_time()
         self._fail_joins(
             ProtocolError("terminated", f"session is {self.state} ({self.reason})", fatal=True)
@@ -594,8 +597,18 @@ class Session:
     async def _run_state_work(
         self, scope: trio.CancelScope, work: Callable[[], Awaitable[None]]
     ) -> None:
+        """Run one state's work once the previous state's work has unwound, so that two
+        states' work never overlap (a cascade starts after the interrupted passivation
+        it follows has accounted for what it was closing)."""
         with scope:
-            await work()
+            while self._state_working:
+                await self._changed.park()
+            self._state_working = True
+            try:
+                await work()
+            finally:
+                self._state_working = False
+                self._changed.unpark_all()
 
     async def _initialize(self) -> None:
         manager = self._manager
@@ -755,11 +768,14 @@ class Session:
         return items
 
     async def _close_resources(self) -> tuple[CleanupItem, ...]:
-        """Close resources, newest first, each under its own timeout."""
-        items = []
+        """Close resources, newest first, each under its own timeout. What was closed is
+        kept on the session until reported, so a step interrupted half way (a terminate
+        arriving while a passivation closes resources) still accounts for all of them."""
         while self._resources:
-            items.append(await self._close_resource(self._resources.pop()))
-        return tuple(items)
+            resource = self._resources.pop()
+            self._closed_items.append(await self._close_resource(resource))
+        items, self._closed_items = tuple(self._closed_items), []
+        return items
 
     def _report(
         self, reason: str, tasks: tuple[CleanupItem, ...], resources: tuple[CleanupItem, ...]
@@ -811,6 +827,22 @@ class Session:
                 outcome = Outcome.FORCED
                 if resource.force is not None:
                     resource.force()
+        except trio.Cancelled:
+            # The step closing it was interrupted: the close was cut short, like an
+            # overrun; it is not started again.
+            self._closed_items.append(
+                CleanupItem(
+                    kind="resource",
+                    name=resource.name,
+                    outcome=Outcome.FORCED,
+                    duration=trio.current_time() - started,
+                    error="interrupted",
+                )
+            )
+            if resource.force is not None:
+                with suppress(Exception):
+                    resource.force()
+            raise
         except Exception as exc:
             outcome, error = Outcome.FAILED, _describe(exc)
             log.warning("session %s: closing %s failed: %s", self.id, resource.name, error)

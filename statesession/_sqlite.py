@@ -36,6 +36,7 @@ import trio
 from ._exceptions import CorruptSnapshotError, StoreError, StoreVersionError
 from ._snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
 from ._store import SessionStore
+from ._util import collapse_single_exception_group
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_sqlite_store"]
 
@@ -479,18 +480,19 @@ async def open_sqlite_store(
     )
     await store._open()
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(store._run_flusher, name=f"store {path} writer")
-            nursery.start_soon(store._run_loader, name=f"store {path} reader")
-            try:
-                yield store
-            finally:
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + 30
-                    try:
-                        await store.flush()
-                    except StoreError as exc:
-                        log.error("store %s: closing with unwritten changes: %s", path, exc)
-                nursery.cancel_scope.cancel()
+        with collapse_single_exception_group():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store._run_flusher, name=f"store {path} writer")
+                nursery.start_soon(store._run_loader, name=f"store {path} reader")
+                try:
+                    yield store
+                finally:
+                    with trio.CancelScope(shield=True) as scope:
+                        scope.deadline = trio.current_time() + 30
+                        try:
+                            await store.flush()
+                        except StoreError as exc:
+                            log.error("store %s: closing with unwritten changes: %s", path, exc)
+                    nursery.cancel_scope.cancel()
     finally:
         await store._close()

@@ -1,19 +1,23 @@
 """A hypothesis state machine over the whole runtime, on a virtual clock.
 
 It interleaves connects, sends both ways, cuts, resumes with right and wrong tokens,
-window expiry (by moving the clock), resources that close, fail or hang, background tasks,
-app crashes and terminations; after every step it checks that every session is in a legal
-state, that no task of a terminated session is alive (walking trio's task tree), that
-every resource was closed exactly once and is in the report with every task, and that
-each side received the other's messages exactly once, in order.
+window expiry (by moving the clock), passivation (on demand and at window expiry) and
+rehydration (by resuming), resources that close, fail or hang, background tasks, app
+crashes and terminations; after every step it checks that every session is in a legal
+state, that no task of a session that left memory is alive (walking trio's task tree),
+that every resource was closed exactly once and is in the report with every task, and that
+each side received the other's messages exactly once, in order -- across every time a
+session was saved and brought back.
 
 Trio runs in a helper thread with a MockClock that only moves when a rule moves it; each
 rule is a coroutine run there, followed by waiting until every task is blocked.
+MODEL_EXAMPLES=<n> in the environment runs more examples than the suite's 150.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -26,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import statesession
-from statesession import Outcome, SessionConfig
+from statesession import MemoryStore, Outcome, SessionConfig
 from statesession._chart import STATES
 from statesession.testing import MemoryChannel, memory_channel_pair
 
@@ -147,6 +151,8 @@ class ModelClient:
 
     async def open(self, model: RuntimeModel, token: str | None) -> None:
         server, client = memory_channel_pair(buffer=1000)
+        if self.channel is not None:
+            self.channel.cut()  # give up on a connection still waiting for its welcome
         self.channel = client
         self.frames = []
         model.trio.nursery.start_soon(model.manager.serve_channel, server)
@@ -162,13 +168,17 @@ class ModelClient:
         model.trio.nursery.start_soon(self.read, client)
 
     async def read(self, channel: MemoryChannel) -> None:
+        try:
+            await self._read(channel)
+        except statesession.ChannelError:
+            if channel is self.channel:
+                self.connected = False
+
+    async def _read(self, channel: MemoryChannel) -> None:
         while True:
-            try:
-                frame = json.loads(await channel.receive())
-            except statesession.ChannelError:
-                if channel is self.channel:
-                    self.connected = False
-                return
+            frame = json.loads(await channel.receive())
+            if channel is not self.channel:
+                return  # a connection this client gave up on
             self.frames.append(frame)
             kind = frame["type"]
             if kind == "welcome":
@@ -211,8 +221,9 @@ class RuntimeModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.trio = TrioThread()
-        self.apps: list[AppControl] = []
+        self.apps: list[AppControl] = []  # every incarnation of every session
         self.clients: list[ModelClient] = []
+        self.store = MemoryStore()
         self.manager_exit = self.trio.run(self._open_manager)
 
     async def _open_manager(self) -> trio.Event:
@@ -224,7 +235,7 @@ class RuntimeModel(RuleBasedStateMachine):
             await control.run()
 
         async def hold() -> None:
-            async with statesession.open_manager(app, config=CONFIG) as manager:
+            async with statesession.open_manager(app, config=CONFIG, store=self.store) as manager:
                 self.manager = manager
                 ready.set()
                 await stop.wait()
@@ -242,7 +253,7 @@ class RuntimeModel(RuleBasedStateMachine):
             await self._manager_done.wait()
             self.check_terminated_sessions()
             for control in self.apps:
-                assert control.session.state in {"terminated", "error"}
+                assert control.session.state in {"terminated", "error", "passivated"}
                 assert session_tasks(control.session.id) == []
 
         for control in self.apps:
@@ -275,13 +286,16 @@ class RuntimeModel(RuleBasedStateMachine):
             return
         token = client.token if right_token else "x" * 32
         before = len(client.errors)
-        live = client.session in self.manager.sessions
+        live = self.manager.sessions.get(client.session)
+        exists = live is not None or client.session in self.store._snapshots
         self.trio.run(client.open, self, token)
+        if live is not None and live.state == "passivated":
+            return  # being saved: the answer comes once it is in the store
         if not right_token:
-            # a live session refuses the token; an ended one is only a tombstone
-            assert client.errors[before:] == (["bad_token"] if live else ["terminated"])
+            # a live or saved session refuses the token; an ended one is only a tombstone
+            assert client.errors[before:] == (["bad_token"] if exists else ["terminated"])
             assert not client.connected
-        elif not live:
+        elif not exists:
             assert client.errors[before:] == ["terminated"]
 
     @rule(which=st.integers(0, 3))
@@ -335,6 +349,16 @@ class RuntimeModel(RuleBasedStateMachine):
         self.command(which, "crash", None)
 
     @rule(which=st.integers(0, 5))
+    def passivate(self, which: int) -> None:
+        control = self.pick_app(which)
+        if control is not None:
+            self.trio.run(self._passivate, control)
+
+    async def _passivate(self, control: AppControl) -> None:
+        self.manager.passivate(control.session.id)
+        await trio.lowlevel.checkpoint()
+
+    @rule(which=st.integers(0, 5))
     def terminate(self, which: int) -> None:
         control = self.pick_app(which)
         if control is not None:
@@ -371,7 +395,8 @@ class RuntimeModel(RuleBasedStateMachine):
             session = control.session
             if session.state != "terminated" and session.report is None:
                 continue
-            if session.state == "terminated":
+            gone = session.state in ("terminated", "passivated") and session._finished
+            if gone and session.id not in self.manager.sessions:
                 assert session_tasks(session.id) == [], session_tasks(session.id)
             report = session.report
             assert report is not None
@@ -389,15 +414,27 @@ class RuntimeModel(RuleBasedStateMachine):
             task_outcomes = {item.name: item.outcome for p in report.passes() for item in p.tasks}
             for worker in control.workers:
                 assert task_outcomes.get(worker, Outcome.FORCED) is Outcome.FORCED
-            assert session.state == ("terminated" if report.clean else "error")
+            if report.reason.startswith("passivated"):
+                assert session.state == "passivated"
+                assert report.clean or any(
+                    item.outcome is Outcome.FAILED for item in report.resources
+                )
+            elif session.state == "passivated":  # its save is under way
+                pass
+            else:
+                assert session.state == ("terminated" if report.clean else "error")
 
     @invariant()
     def messages_arrive_exactly_once_in_order(self) -> None:
         for client in self.clients:
             assert client.seqs == list(range(1, len(client.seqs) + 1)), client.seqs
+        # Per session, across every incarnation (saved and brought back), per client.
+        received: dict[tuple[str, str], list[int]] = {}
         for control in self.apps:
-            for seqs in control.received.values():
-                assert seqs == list(range(1, len(seqs) + 1)), seqs
+            for client_id, seqs in control.received.items():
+                received.setdefault((control.session.id, client_id), []).extend(seqs)
+        for seqs in received.values():
+            assert seqs == list(range(1, len(seqs) + 1)), seqs
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -415,7 +452,7 @@ class RuntimeModel(RuleBasedStateMachine):
 
 
 RuntimeModel.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("MODEL_EXAMPLES", "150")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
