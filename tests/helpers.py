@@ -1,10 +1,16 @@
-"""Shared test helpers: a raw protocol peer, a served manager, the trio task tree."""
+"""Shared test helpers: a raw protocol peer, a served manager, the trio task tree, a
+server subprocess."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -114,3 +120,32 @@ async def serving(
         statesession.open_manager(app, config=config, **options) as manager,
     ):
         yield Served(manager, nursery)
+
+
+async def start_server(*args: str, cwd: Path | None = None) -> tuple[trio.Process, str, list[str]]:
+    """Run ``python -m statesession serve ...``; return it, its URL, and its log lines."""
+    env = dict(os.environ)
+    if cwd is not None:
+        env["PYTHONPATH"] = str(cwd)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "statesession", "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
+    assert process.stderr is not None
+    buffer = b""
+    with trio.fail_after(20):
+        while not (found := re.search(rb"serving (\S+)", buffer)):
+            chunk = await process.stderr.receive_some()
+            assert chunk, "server exited before serving: " + buffer.decode()
+            buffer += chunk
+    return process, found[1].decode(), buffer.decode().splitlines()
+
+
+async def read_rest(process: trio.Process, lines: list[str]) -> list[str]:
+    assert process.stderr is not None
+    rest = b""
+    while chunk := await process.stderr.receive_some():
+        rest += chunk
+    return lines + rest.decode().splitlines()

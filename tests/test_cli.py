@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -17,34 +16,7 @@ import statesession
 from statesession._cli import _parser, main
 from statesession._diagram import lifecycle_diagram
 
-
-async def start_server(*args: str, cwd: Path | None = None) -> tuple[trio.Process, str, list[str]]:
-    """Run ``python -m statesession serve ...``; return it, its URL, and its log lines."""
-    env = dict(os.environ)
-    if cwd is not None:
-        env["PYTHONPATH"] = str(cwd)
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "statesession", "serve", "--port", "0", *args],
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-    )
-    assert process.stderr is not None
-    buffer = b""
-    with trio.fail_after(20):
-        while not (found := re.search(rb"serving (\S+)", buffer)):
-            chunk = await process.stderr.receive_some()
-            assert chunk, "server exited before serving: " + buffer.decode()
-            buffer += chunk
-    return process, found[1].decode(), buffer.decode().splitlines()
-
-
-async def read_rest(process: trio.Process, lines: list[str]) -> list[str]:
-    assert process.stderr is not None
-    rest = b""
-    while chunk := await process.stderr.receive_some():
-        rest += chunk
-    return lines + rest.decode().splitlines()
+from .helpers import read_rest, start_server
 
 
 async def test_cli_serve_runs_the_demo_and_stops_cleanly_on_sigterm() -> None:
