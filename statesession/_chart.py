@@ -1,4 +1,4 @@
-"""The session lifecycle as a statechart, and the interpreter that runs it (sans-IO).
+"""The session lifecycle as a statechart, and the reference interpreter (sans-IO).
 
 Theory of operation
 -------------------
@@ -14,11 +14,17 @@ frame). Nothing here awaits, so a run-to-completion step has no checkpoint and c
 torn by cancellation.
 
 A python-statemachine instance costs tens of kilobytes and most of a millisecond to build
-(its callback registry is rebuilt for every instance). Sessions therefore do not own one.
-A :class:`Lifecycle` owns a single chart whose model is a cursor; to step a session it
-points the cursor at that session, whose ``state`` attribute holds its configuration, and
-sends the event. Steps never nest (the chart is synchronous and the runtime single-threaded),
-so one chart serves any number of sessions, and a session costs one attribute.
+(its callback registry is rebuilt for every instance). Sessions therefore do not own one:
+an interpreter (:class:`BaseLifecycle`) steps any number of sessions, each of which keeps
+only its state id in its ``state`` attribute. The chart's callbacks reach the session
+through a cursor (the chart's model) pointed at the session being stepped. Steps never
+nest (the chart is synchronous and the runtime single-threaded), so a session costs one
+attribute.
+
+:class:`ChartLifecycle` runs the chart on python-statemachine's engine -- the reference.
+The engine takes about 140 microseconds per event, more than all the rest of a session's
+work when it is passivated or brought back, so the runtime runs the same chart compiled
+to tables (:mod:`statesession._lifecycle`), held to the reference by a differential test.
 
 Only the events in :data:`EXTERNAL_EVENTS` may be sent from outside; ``error.execution`` is
 raised by the chart itself when an action fails, and moves the session to ``error``.
@@ -37,7 +43,8 @@ __all__ = [
     "EXTERNAL_EVENTS",
     "FINAL_STATES",
     "STATES",
-    "Lifecycle",
+    "BaseLifecycle",
+    "ChartLifecycle",
     "LifecycleHost",
     "SessionChart",
 ]
@@ -218,10 +225,22 @@ class SessionChart(StateChart[_Cursor]):
 STATES: tuple[str, ...] = tuple(state.id for state in SessionChart.states)
 #: States a session never leaves.
 FINAL_STATES: frozenset[str] = frozenset(state.id for state in SessionChart.final_states)
+
+
+def external_events(chart: type[StateChart[Any]]) -> frozenset[str]:
+    """The events of ``chart`` that may be sent to it: all but ``error.execution``, which
+    the chart raises itself when an action fails."""
+    names = {
+        str(event)
+        for state in chart.states
+        for transition in state.transitions
+        for event in transition.events
+    }
+    return frozenset(names - {"error.execution", "error_execution"})
+
+
 #: The events a runtime may send; ``error.execution`` is the chart's own.
-EXTERNAL_EVENTS: frozenset[str] = frozenset(
-    {"activate", "attach", "detach", "expire", "passivate", "rehydrate", "terminate", "finish"}
-)
+EXTERNAL_EVENTS: frozenset[str] = external_events(SessionChart)
 
 
 class _Parked:
@@ -236,26 +255,30 @@ class _Parked:
 _PARKED: Any = _Parked()
 
 
-class Lifecycle:
-    """Steps any number of sessions through one :class:`SessionChart` instance.
+class BaseLifecycle:
+    """Steps any number of sessions through :class:`SessionChart`: the checks every
+    interpreter of the chart shares. Subclasses run the chart.
 
     Not thread-safe: use one per thread (a session manager owns one).
     """
 
-    __slots__ = ("_chart", "_cursor", "_stepping")
+    __slots__ = ("_cursor", "_events", "_final", "_stepping")
 
-    def __init__(self) -> None:
+    def __init__(self, chart: type[StateChart[Any]] = SessionChart) -> None:
         self._cursor = _Cursor(_PARKED)
-        # The parked model already has a state, so building the chart runs no action.
-        self._chart = SessionChart(model=self._cursor)
         self._stepping = False
+        self._events = external_events(chart)
+        self._final = frozenset(state.id for state in chart.final_states)
 
     def start(self, host: LifecycleHost) -> None:
         """Enter the initial state for a new session (runs its entry action)."""
         if host.state is not None:
             raise LifecycleError(f"session already started (state {host.state!r})")
-        with self._step(host):
-            self._chart.activate_initial_state()
+        self._enter_step(host)
+        try:
+            self._start()
+        finally:
+            self._leave_step(host)
 
     def send(self, host: LifecycleHost, event: str, **values: Any) -> bool:
         """Run one event to completion for ``host``; return whether a transition was taken.
@@ -263,46 +286,75 @@ class Lifecycle:
         ``values`` are what the guards and actions read (``now``, ``token_ok``, ...).
         Raises :class:`LifecycleError` for an event the runtime may not send.
         """
-        if event not in EXTERNAL_EVENTS:
+        if event not in self._events:
             raise LifecycleError(
                 f"event {event!r} cannot be sent to a session; "
-                f"expected one of {', '.join(sorted(EXTERNAL_EVENTS))}"
+                f"expected one of {', '.join(sorted(self._events))}"
             )
         if host.state is None:
             raise LifecycleError("session not started: call Lifecycle.start() first")
-        if host.state in FINAL_STATES:
+        if host.state in self._final:
             return False
         cursor = self._cursor
-        with self._step(host):
+        self._enter_step(host)
+        try:
             cursor.took = False
-            self._chart.send(event, **values)
+            self._send(event, values)
             return cursor.took
+        finally:
+            self._leave_step(host)
 
-    def _step(self, host: LifecycleHost) -> _Step:
+    def _enter_step(self, host: LifecycleHost) -> None:
         if self._stepping:
             raise LifecycleError(
                 "a lifecycle action sent another event synchronously; "
                 "post it to the session's actor instead"
             )
-        return _Step(self, host)
+        self._stepping = True
+        self._cursor.host = host
+
+    def _leave_step(self, host: LifecycleHost) -> None:
+        self._cursor.host = _PARKED
+        self._stepping = False
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _send(self, event: str, values: dict[str, Any]) -> None:
+        raise NotImplementedError
 
 
-class _Step:
-    __slots__ = ("_host", "_lifecycle")
+def log_unhandled_failure(state: str | None, error: BaseException) -> None:
+    """An action failed in the step that reached a final state: nothing can move the
+    session to ``error`` any more, so say so rather than lose the failure."""
+    log.error("an action failed as the session reached %s: %s", state, error, exc_info=error)
 
-    def __init__(self, lifecycle: Lifecycle, host: LifecycleHost) -> None:
-        self._lifecycle = lifecycle
-        self._host = host
 
-    def __enter__(self) -> None:
-        self._lifecycle._stepping = True
-        self._lifecycle._cursor.host = self._host
+class ChartLifecycle(BaseLifecycle):
+    """Runs :class:`SessionChart` on python-statemachine's own engine: one chart instance
+    whose model is a cursor pointed at the session being stepped.
 
-    def __exit__(self, *exc_info: object) -> None:
-        lifecycle = self._lifecycle
-        lifecycle._cursor.host = _PARKED
-        lifecycle._stepping = False
-        engine = lifecycle._chart._engine
+    This is the reference interpreter. The runtime uses the compiled
+    :class:`~statesession._lifecycle.Lifecycle`, which is held to behave exactly like this
+    one; ``statesession replay`` checks recorded histories with this one.
+    """
+
+    __slots__ = ("_chart",)
+
+    def __init__(self, chart: type[StateChart[Any]] = SessionChart) -> None:
+        super().__init__(chart)
+        # The parked model already has a state, so building the chart runs no action.
+        self._chart = chart(model=self._cursor)
+
+    def _start(self) -> None:
+        self._chart.activate_initial_state()
+
+    def _send(self, event: str, values: dict[str, Any]) -> None:
+        self._chart.send(event, **values)
+
+    def _leave_step(self, host: LifecycleHost) -> None:
+        super()._leave_step(host)
+        engine = self._chart._engine
         if not engine.running:
             # Reaching a final state stops the chart's engine for good; the chart is shared,
             # so re-arm it for the next session (pinned by a regression test). An action
@@ -312,11 +364,6 @@ class _Step:
             for trigger in engine.internal_queue.drain():
                 error = trigger.kwargs.get("error")
                 if error is not None:
-                    log.error(
-                        "an action failed as the session reached %s: %s",
-                        self._host.state,
-                        error,
-                        exc_info=error,
-                    )
+                    log_unhandled_failure(host.state, error)
         # A step that raised may leave queued events behind; they belong to no one now.
         engine.clear()

@@ -38,10 +38,10 @@ import attrs
 import trio
 
 from ._channel import Channel
-from ._chart import Lifecycle
 from ._config import SessionConfig
 from ._connection import Connection
 from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError, StoreError
+from ._lifecycle import Lifecycle
 from ._protocol import HelloFrame, decode_client_frame, error_text
 from ._session import Session
 from ._snapshot import LogEntry, SessionRecord

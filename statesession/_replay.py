@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ._chart import STATES, Lifecycle
+from ._chart import STATES, ChartLifecycle
 from ._snapshot import LogEntry
 
 __all__ = ["ReplayResult", "check_history"]
@@ -89,7 +89,7 @@ def check_history(entries: Sequence[LogEntry]) -> ReplayResult:
                     transitions=index,
                     problem=f"transition {index + 1} names an unknown state {state!r}",
                 )
-    lifecycle = Lifecycle()
+    lifecycle = ChartLifecycle()
     host = _Host(steps[0].source or "")
     index = 0
     while index < len(steps):

@@ -10,7 +10,11 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
-SMOKE = {"idle_memory.py": ["--sessions", "30", "--runs", "1"]}
+#: script -> (tiny arguments, a line its table must contain)
+SMOKE = {
+    "idle_memory.py": (["--sessions", "30", "--runs", "1"], "kernel share"),
+    "passivation.py": (["--sessions", "30", "--runs", "1"], "rehydrate (resume to welcome)"),
+}
 
 
 def test_bench_every_script_has_a_smoke_run() -> None:
@@ -20,11 +24,11 @@ def test_bench_every_script_has_a_smoke_run() -> None:
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_bench_smoke(script: str) -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH / script), *SMOKE[script]],
+        [sys.executable, str(BENCH / script), *SMOKE[script][0]],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "kernel share" in result.stdout
+    assert SMOKE[script][1] in result.stdout

@@ -16,7 +16,20 @@ from statemachine.engines.sync import SyncEngine
 from statemachine.exceptions import TransitionNotAllowed
 
 from statesession import LifecycleError, SessionChart
-from statesession._chart import EXTERNAL_EVENTS, FINAL_STATES, STATES, Lifecycle
+from statesession._chart import (
+    EXTERNAL_EVENTS,
+    FINAL_STATES,
+    STATES,
+    BaseLifecycle,
+    ChartLifecycle,
+)
+from statesession._lifecycle import Lifecycle
+
+
+@pytest.fixture(params=[Lifecycle, ChartLifecycle], ids=["compiled", "engine"])
+def make(request: pytest.FixtureRequest) -> type[BaseLifecycle]:
+    """Each lifecycle test runs on the runtime's compiled interpreter and on the engine."""
+    return request.param  # type: ignore[no-any-return]
 
 
 class Host:
@@ -80,7 +93,7 @@ def test_chart_callbacks_are_plain_functions() -> None:
     for name, member in vars(SessionChart).items():
         if inspect.isfunction(member):
             assert not inspect.iscoroutinefunction(member), name
-    assert isinstance(Lifecycle()._chart._engine, SyncEngine)
+    assert isinstance(ChartLifecycle()._chart._engine, SyncEngine)
 
 
 def test_library_async_callback_switches_engine() -> None:
@@ -97,9 +110,9 @@ def test_library_async_callback_switches_engine() -> None:
     assert isinstance(Leaky()._engine, AsyncEngine)
 
 
-def test_chart_self_transition_does_not_rerun_entry() -> None:
+def test_chart_self_transition_does_not_rerun_entry(make: type[BaseLifecycle]) -> None:
     """Another connection attaching to an active session does not restart its work."""
-    lifecycle, host = Lifecycle(), Host()
+    lifecycle, host = make(), Host()
     lifecycle.start(host)
     assert lifecycle.send(host, "activate", allocated=True, healthy=True)
     assert lifecycle.send(host, "attach", token_ok=True, now=0.0, deadline=math.inf)
@@ -141,10 +154,10 @@ def test_library_self_transition_reruns_entry_by_default() -> None:
     ],
 )
 def test_chart_action_error_moves_every_non_final_state_to_error(
-    state: str, event: str, values: dict[str, Any]
+    make: type[BaseLifecycle], state: str, event: str, values: dict[str, Any]
 ) -> None:
     """An exception in an exit action becomes error.execution, from every non-final state."""
-    lifecycle, host = Lifecycle(), Host(state, failing="end_state")
+    lifecycle, host = make(), Host(state, failing="end_state")
     assert lifecycle.send(host, event, **values)
     assert host.state == "error"
     settled = host.named("settle")
@@ -152,11 +165,12 @@ def test_chart_action_error_moves_every_non_final_state_to_error(
 
 
 def test_chart_action_error_on_reaching_terminated_is_logged(
+    make: type[BaseLifecycle],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The step that reaches the final state cannot move to error any more (the library
     stops its engine first); the failure is logged instead of lost."""
-    lifecycle, host = Lifecycle(), Host("terminating", failing="end_state")
+    lifecycle, host = make(), Host("terminating", failing="end_state")
     assert lifecycle.send(host, "finish", leaked=0)
     assert host.state == "terminated"
     assert "end_state failed" in caplog.text
@@ -178,9 +192,11 @@ def test_chart_declares_error_execution_from_every_non_final_state() -> None:
 
 
 @pytest.mark.parametrize("event", ["error.execution", "error_execution", "frobnicate", ""])
-def test_lifecycle_refuses_events_from_outside_the_whitelist(event: str) -> None:
+def test_lifecycle_refuses_events_from_outside_the_whitelist(
+    make: type[BaseLifecycle], event: str
+) -> None:
     """Only the runtime's events may be sent; internal ones are the chart's own."""
-    lifecycle, host = Lifecycle(), Host()
+    lifecycle, host = make(), Host()
     lifecycle.start(host)
     with pytest.raises(LifecycleError, match="cannot be sent"):
         lifecycle.send(host, event)
@@ -200,9 +216,9 @@ def test_library_accepts_internal_events_sent_from_outside() -> None:
     assert chart.model.state == "error"
 
 
-def test_lifecycle_guards_decide_on_injected_values() -> None:
+def test_lifecycle_guards_decide_on_injected_values(make: type[BaseLifecycle]) -> None:
     """Guards read only the values sent with the event."""
-    lifecycle, host = Lifecycle(), Host()
+    lifecycle, host = make(), Host()
     lifecycle.start(host)
     assert not lifecycle.send(host, "activate", allocated=True, healthy=False)
     assert host.state == "initializing"
@@ -220,18 +236,18 @@ def test_lifecycle_guards_decide_on_injected_values() -> None:
     assert host.state == "error"
 
 
-def test_lifecycle_passivates_only_with_a_store() -> None:
+def test_lifecycle_passivates_only_with_a_store(make: type[BaseLifecycle]) -> None:
     """A reconnect window expires into passivated when a store is configured."""
-    lifecycle, host = Lifecycle(), Host("reconnecting")
+    lifecycle, host = make(), Host("reconnecting")
     assert lifecycle.send(host, "expire", now=5.0, deadline=1.0, store=True)
     assert host.state == "passivated"
     assert lifecycle.send(host, "rehydrate")
     assert host.state == "initializing"
 
 
-def test_lifecycle_one_chart_serves_many_sessions() -> None:
+def test_lifecycle_one_chart_serves_many_sessions(make: type[BaseLifecycle]) -> None:
     """Interleaved sessions keep their own states through the shared chart."""
-    lifecycle = Lifecycle()
+    lifecycle = make()
     first, second = Host(), Host()
     lifecycle.start(first)
     lifecycle.start(second)
@@ -242,9 +258,9 @@ def test_lifecycle_one_chart_serves_many_sessions() -> None:
     assert second.named("begin_active") == []
 
 
-def test_lifecycle_rearms_the_shared_chart_after_a_final_state() -> None:
+def test_lifecycle_rearms_the_shared_chart_after_a_final_state(make: type[BaseLifecycle]) -> None:
     """A session reaching terminated does not stop the chart for the others."""
-    lifecycle = Lifecycle()
+    lifecycle = make()
     done, alive = Host("terminating"), Host()
     assert lifecycle.send(done, "finish", leaked=0)
     assert done.state == "terminated"
@@ -288,18 +304,19 @@ def test_library_error_after_final_state_escapes_when_events_must_transition() -
 
 
 def test_lifecycle_reports_a_taken_transition_whose_after_action_failed(
+    make: type[BaseLifecycle],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The step that reaches terminated counts as taken even if its last action fails."""
-    lifecycle, host = Lifecycle(), Host("terminating", failing="transitioned")
+    lifecycle, host = make(), Host("terminating", failing="transitioned")
     assert lifecycle.send(host, "finish", leaked=0)
     assert host.state == "terminated"
     assert "transitioned failed" in caplog.text
 
 
-def test_lifecycle_refuses_a_nested_send_from_an_action() -> None:
+def test_lifecycle_refuses_a_nested_send_from_an_action(make: type[BaseLifecycle]) -> None:
     """An action that sends another event synchronously fails into error, not recursion."""
-    lifecycle = Lifecycle()
+    lifecycle = make()
 
     class Reentrant(Host):
         def begin_active(self) -> None:
@@ -312,8 +329,8 @@ def test_lifecycle_refuses_a_nested_send_from_an_action() -> None:
     assert isinstance(host.named("settle")[-1][1], LifecycleError)
 
 
-def test_lifecycle_start_needs_a_new_session() -> None:
-    lifecycle = Lifecycle()
+def test_lifecycle_start_needs_a_new_session(make: type[BaseLifecycle]) -> None:
+    lifecycle = make()
     with pytest.raises(LifecycleError, match="already started"):
         lifecycle.start(Host("active"))
     with pytest.raises(LifecycleError, match="not started"):

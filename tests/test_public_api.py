@@ -101,8 +101,9 @@ def test_sans_io_core_imports_no_trio() -> None:
         import statesession._chart, statesession._config, statesession._protocol
         import statesession._delivery, statesession._report, statesession._exceptions
         import statesession._snapshot, statesession._replay, statesession._fifo
-        import statesession._channel
-        statesession._chart.Lifecycle()
+        import statesession._channel, statesession._lifecycle
+        statesession._chart.ChartLifecycle()
+        statesession._lifecycle.Lifecycle()
         assert "trio" not in sys.modules, sorted(m for m in sys.modules if "trio" in m)
         statesession.open_manager
         assert "trio" in sys.modules
