@@ -56,7 +56,10 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statesession",
-        description="Robust client sessions: serve them, or draw their lifecycle.",
+        description=(
+            "Robust client sessions: serve them, inspect the ones a store keeps, or draw "
+            "their lifecycle."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -65,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run a session server",
         description=(
             "Serve sessions of APP (default: the built-in demo) until Ctrl-C or SIGTERM, "
-            "which terminate every session and tell each client why."
+            "which save every session to the store for the next server to bring back "
+            "(with --store memory: terminate it) and tell each client why."
         ),
     )
     serve.add_argument(
@@ -110,9 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     sessions = commands.add_parser(
         "sessions",
         help="list the sessions a store knows",
-        description="List the sessions recorded in a store: id, state, age, last activity.",
+        description=(
+            "List the sessions recorded in a store, most recently active first: id, last "
+            "recorded state, age, time since the last activity, whether a snapshot is held "
+            "(it can be resumed), and why it ended or was saved."
+        ),
     )
-    sessions.add_argument("--store", default=DEFAULT_STORE, metavar="PATH")
+    sessions.add_argument(
+        "--store", default=DEFAULT_STORE, metavar="PATH", help=f"default: ./{DEFAULT_STORE}"
+    )
 
     replay = commands.add_parser(
         "replay",
@@ -124,7 +134,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     replay.add_argument("session", metavar="SESSION_ID")
-    replay.add_argument("--store", default=DEFAULT_STORE, metavar="PATH")
+    replay.add_argument(
+        "--store", default=DEFAULT_STORE, metavar="PATH", help=f"default: ./{DEFAULT_STORE}"
+    )
 
     diagram = commands.add_parser(
         "diagram",

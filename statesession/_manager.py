@@ -50,6 +50,9 @@ from ._util import collapse_single_exception_group
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
 
+#: States a session's record gives the reason for (why it ended, why it was saved).
+_REASONED = frozenset({"passivated", "terminated", "error"})
+
 log = logging.getLogger("statesession")
 
 App = Callable[[Session], Awaitable[object]]
@@ -512,7 +515,7 @@ class SessionManager:
                     principal=session.principal,
                     created=session.created,
                     last_activity=now,
-                    reason=session.reason if target in ("terminated", "error") else None,
+                    reason=session.reason if target in _REASONED else None,
                 )
             )
             if target == "terminated":

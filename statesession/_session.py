@@ -544,6 +544,7 @@ class Session:
         self._start_state_work(self._window_timer, "window")
 
     def begin_passivated(self, reason: str) -> None:
+        self.reason = reason
         self._stop_operations()
         self._start_state_work(partial(self._passivate, reason), "passivate")
 

@@ -109,7 +109,17 @@ class LogEntry:
 
 
 def encode_snapshot(snapshot: Snapshot) -> str:
-    """The snapshot as one JSON document."""
+    """The snapshot as one JSON document; ``TypeError`` if the application's data is not
+    JSON."""
+    try:
+        return _encode(snapshot)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(
+            f"session.data of session {snapshot.id} cannot be saved: it must be JSON ({exc})"
+        ) from None
+
+
+def _encode(snapshot: Snapshot) -> str:
     return json.dumps(
         {
             "v": SNAPSHOT_VERSION,
@@ -127,6 +137,7 @@ def encode_snapshot(snapshot: Snapshot) -> str:
             ],
         },
         separators=(",", ":"),
+        allow_nan=False,
     )
 
 

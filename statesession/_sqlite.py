@@ -113,7 +113,8 @@ class _Batch:
 
     def __init__(self) -> None:
         self.records: dict[str, SessionRecord] = {}
-        self.snapshots: dict[str, Snapshot | None] = {}
+        #: id -> the snapshot and its encoding, or None to drop the session's snapshot.
+        self.snapshots: dict[str, tuple[Snapshot, str] | None] = {}
         self.events: list[LogEntry] = []
         self.generation = 0
 
@@ -218,7 +219,8 @@ class SQLiteStore(SessionStore):
     async def save(self, snapshot: Snapshot) -> None:
         if len(self._queued.snapshots) >= _MAX_QUEUED:
             await self.flush()
-        self._queue().snapshots[snapshot.id] = snapshot
+        # Encoded here, so that a session whose data cannot be saved fails alone.
+        self._queue().snapshots[snapshot.id] = (snapshot, encode_snapshot(snapshot))
         await trio.lowlevel.checkpoint()
 
     def forget(self, session_id: str) -> None:
@@ -245,7 +247,8 @@ class SQLiteStore(SessionStore):
         for batch in (self._queued, self._writing):
             if batch is not None and session_id in batch.snapshots:
                 await trio.lowlevel.checkpoint()
-                return batch.snapshots[session_id]
+                saved = batch.snapshots[session_id]
+                return None if saved is None else saved[0]
         pending = _Load()
         self._loads.setdefault(session_id, []).append(pending)
         self._load_lot.unpark()
@@ -378,9 +381,8 @@ class SQLiteStore(SessionStore):
                 "VALUES (?, 'passivated', ?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
                 [
-                    (s.id, s.principal, s.created, s.passivated, s.reason, encode_snapshot(s))
-                    for s in batch.snapshots.values()
-                    if s is not None
+                    (s.id, s.principal, s.created, s.passivated, s.reason, text)
+                    for s, text in filter(None, batch.snapshots.values())
                 ],
             )
             forgotten = [(key,) for key, s in batch.snapshots.items() if s is None]

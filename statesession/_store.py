@@ -26,7 +26,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ._snapshot import LogEntry, SessionRecord, Snapshot
+from ._snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
 
 __all__ = [
     "LogEntry",
@@ -49,7 +49,8 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def save(self, snapshot: Snapshot) -> None:
-        """Hold ``snapshot`` as its session's (replacing any earlier one)."""
+        """Hold ``snapshot`` as its session's (replacing any earlier one). Raises
+        ``TypeError`` if its data is not JSON (and holds nothing)."""
 
     @abc.abstractmethod
     async def load(self, session_id: str) -> Snapshot | None:
@@ -107,7 +108,11 @@ class MemoryStore(SessionStore):
 
     async def save(self, snapshot: Snapshot) -> None:
         await trio.lowlevel.checkpoint()
-        self._snapshots[snapshot.id] = snapshot
+        # Kept as a copy made through the encoding, as a file store would keep it: the
+        # same errors for data that is not JSON, nothing shared with the session.
+        self._snapshots[snapshot.id] = decode_snapshot(
+            encode_snapshot(snapshot), session_id=snapshot.id
+        )
 
     async def load(self, session_id: str) -> Snapshot | None:
         await trio.lowlevel.checkpoint()

@@ -346,6 +346,42 @@ async def test_a_session_that_cannot_be_saved_is_terminated_cleanly(
         assert closed == [f"closed {welcome['session']}"]
 
 
+async def test_a_session_whose_data_is_not_json_fails_alone(
+    tmp_path: Path, thread_clock: trio.testing.MockClock
+) -> None:
+    """Data that cannot be saved ends its own session with a clear error; the others in
+    the same write are saved and come back."""
+
+    started = 0
+
+    async def app(session: statesession.Session) -> None:
+        nonlocal started
+        started += 1
+        session.data["value"] = {1, 2} if started == 1 else "fine"  # a set is not JSON
+        async for _ in session:
+            pass
+
+    async with (
+        statesession.open_store(tmp_path / "s.db") as store,
+        serving(app, store=store) as served,
+    ):
+        _, bad = await served.new_session()
+        _, good = await served.new_session()
+        bad_session = served.manager.sessions[bad["session"]]
+        served.manager.passivate(bad["session"])
+        served.manager.passivate(good["session"])
+        report = await bad_session.wait_terminated()
+        assert report is not None
+        assert report.reason == "passivation_failed"
+        assert report.error is not None
+        assert "session.data of session" in report.error
+        assert "must be JSON" in report.error
+        await store.flush()
+        assert (await store.load(good["session"])) is not None
+        back = await resume(served, good, ack=0)
+        await back.aclose()
+
+
 async def test_the_event_log_records_transitions_and_messages(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
