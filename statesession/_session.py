@@ -176,6 +176,9 @@ class Session:
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _state_working: bool = attrs.field(default=False, init=False)
+    #: The current state's timer: the actor runs ``_timer`` at ``_timer_at``.
+    _timer_at: float = attrs.field(default=math.inf, init=False)
+    _timer: Callable[[], None] | None = attrs.field(default=None, init=False)
     _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
     _resources: list[_Resource] = attrs.field(factory=list, init=False)
     _closed_items: list[CleanupItem] = attrs.field(factory=list, init=False)
@@ -361,8 +364,10 @@ class Session:
             yield
         finally:
             self._busy -= 1
-            self._last_activity = trio.current_time()
+            now = self._last_activity = trio.current_time()
             self._changed.unpark_all()
+            if not self._busy and self.state == "reconnecting" and now >= self._deadline:
+                self._post(self._expire_window)  # it waited for this
 
     def terminate(self, reason: str = "terminated") -> None:
         """Ask the session to terminate; returns at once (see :meth:`wait_terminated`)."""
@@ -459,11 +464,21 @@ class Session:
                 else:
                     self._run_job(lambda: manager._lifecycle.start(self), None)
                 while not self._done():
-                    if not self._jobs:
-                        await self._job_lot.park()
+                    if self._jobs:
+                        job, reply = self._jobs.popleft()
+                        self._run_job(job, reply)
                         continue
-                    job, reply = self._jobs.popleft()
-                    self._run_job(job, reply)
+                    timer_at = self._timer_at
+                    if timer_at == math.inf:
+                        await self._job_lot.park()
+                    elif timer_at > trio.current_time():
+                        # The state's timer is the deadline of the actor's wait for jobs.
+                        with trio.move_on_at(timer_at):
+                            await self._job_lot.park()
+                    else:
+                        timer, self._timer, self._timer_at = self._timer, None, math.inf
+                        assert timer is not None
+                        self._run_job(timer, None)
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
@@ -530,18 +545,24 @@ class Session:
     # == lifecycle actions (called by the chart, synchronously, from the actor) ==========
 
     def begin_initializing(self) -> None:
-        self._start_state_work(self._initialize, "initialize")
+        manager = self._manager
+        if manager._setup is None and manager._health_check is None:
+            self._post(lambda: self._activate(True))  # nothing to wait for
+        else:
+            self._start_state_work(self._initialize, "initialize")
 
     def begin_active(self) -> None:
         self._deadline = math.inf
-        self._start_state_work(self._heartbeat, "heartbeat")
+        config = self._manager.config
+        first = min(config.heartbeat_interval, self._idle_after())
+        self._arm(trio.current_time() + first, self._heartbeat)
         if not self._app_started:
             self._app_started = True
             self._spawn(_Task("app"), self._manager._app, (self,), app=True)
 
     def begin_reconnecting(self) -> None:
         self._deadline = trio.current_time() + self._manager.config.reconnect_window
-        self._start_state_work(self._window_timer, "window")
+        self._arm(self._deadline, self._expire_window)
 
     def begin_passivated(self, reason: str) -> None:
         self.reason = reason
@@ -574,6 +595,7 @@ class Session:
         self._changed.unpark_all()
 
     def end_state(self, state: str) -> None:
+        self._timer, self._timer_at = None, math.inf
         if self._state_scope is not None:
             self._state_scope.cancel()
             self._state_scope = None
@@ -641,61 +663,61 @@ class Session:
         if not self._connections:
             self._step("detach", connections=0)
 
-    async def _heartbeat(self) -> None:
-        manager = self._manager
-        config = manager.config
-        interval, timeout = config.heartbeat_interval, config.heartbeat_timeout
-        idle_after = config.passivate_after if manager._store is not None else math.inf
-        while True:
-            now = trio.current_time()
-            wake = now + interval
-            if not self._busy and now - self._last_activity >= idle_after:
-                self._post_event("passivate", store=True, busy=self._busy, reason="idle")
-            elif idle_after < math.inf:
-                wake = min(wake, self._last_activity + idle_after)
-            for connection in list(self._connections):
-                silent = now - connection.last_received
-                if silent >= timeout:
-                    log.info(
-                        "session %s: %s silent for %.1f s, dropping it",
-                        self.id,
-                        connection.peer,
-                        silent,
-                    )
-                    connection.abort()
-                    continue
-                if silent >= interval:
-                    if connection.last_ping <= connection.last_received:
-                        connection.last_ping = now
-                        connection.queue(PING_TEXT)
-                    wake = min(wake, connection.last_received + timeout)
-                else:
-                    wake = min(wake, connection.last_received + interval)
-            self._delivery.forget_stale(now=now, window=config.reconnect_window)
-            self._changed.unpark_all()
-            await trio.sleep_until(wake)
+    # == state timers: run by the actor, armed by entry actions, disarmed by exit actions ==
 
-    async def _window_timer(self) -> None:
-        deadline = self._deadline
-        await trio.sleep_until(deadline)
+    def _arm(self, at: float, timer: Callable[[], None]) -> None:
+        self._timer_at, self._timer = at, timer
+
+    def _idle_after(self) -> float:
         manager = self._manager
-        storable = manager._store is not None and manager.config.window_expiry == "passivate"
-        while True:
-            self._post(
-                lambda: self._step(
-                    "expire",
-                    now=trio.current_time(),
-                    deadline=deadline,
-                    store=storable,
-                    busy=self._busy,
-                    reason="window_expired",
+        return manager.config.passivate_after if manager._store is not None else math.inf
+
+    def _heartbeat(self) -> None:
+        """``active``'s timer: passivate when idle, ping quiet connections, drop silent
+        ones, forget clients gone for longer than the window; then re-arm."""
+        config = self._manager.config
+        interval, timeout = config.heartbeat_interval, config.heartbeat_timeout
+        idle_after = self._idle_after()
+        now = trio.current_time()
+        wake = now + interval
+        if not self._busy and now - self._last_activity >= idle_after:
+            self._post_event("passivate", store=True, busy=self._busy, reason="idle")
+        elif idle_after < math.inf:
+            wake = min(wake, self._last_activity + idle_after)
+        for connection in list(self._connections):
+            silent = now - connection.last_received
+            if silent >= timeout:
+                log.info(
+                    "session %s: %s silent for %.1f s, dropping it",
+                    self.id,
+                    connection.peer,
+                    silent,
                 )
-            )
-            # A busy session is not passivated: try again once the app stops being busy.
-            # (Leaving `reconnecting` cancels this loop.)
-            await self._changed.park()
-            while self._busy:
-                await self._changed.park()
+                connection.abort()
+                continue
+            if silent >= interval:
+                if connection.last_ping <= connection.last_received:
+                    connection.last_ping = now
+                    connection.queue(PING_TEXT)
+                wake = min(wake, connection.last_received + timeout)
+            else:
+                wake = min(wake, connection.last_received + interval)
+        self._delivery.forget_stale(now=now, window=config.reconnect_window)
+        self._changed.unpark_all()
+        self._arm(wake, self._heartbeat)
+
+    def _expire_window(self) -> None:
+        """``reconnecting``'s timer: the window is over. A busy session is not passivated;
+        it expires when its app stops being busy (see :meth:`busy`)."""
+        manager = self._manager
+        self._step(
+            "expire",
+            now=trio.current_time(),
+            deadline=self._deadline,
+            store=manager._store is not None and manager.config.window_expiry == "passivate",
+            busy=self._busy,
+            reason="window_expired",
+        )
 
     async def _cascade(self) -> None:
         """Terminate: notify connections, stop tasks, close resources, report."""

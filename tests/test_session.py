@@ -69,7 +69,7 @@ async def test_session_terminated_leaves_no_task_alive(
         peer, welcome = await served.new_session()
         await started.wait()
         session = served.manager.sessions[welcome["session"]]
-        assert len(session_tasks(session.id)) >= 9  # actor, state work, app, 6 workers
+        assert len(session_tasks(session.id)) == 8  # actor, app, 6 workers
         await peer.send({"type": "bye"})
         assert await peer.receive_type("closed") == {"type": "closed", "reason": "bye"}
         report = await session.wait_terminated()
