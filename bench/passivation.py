@@ -11,8 +11,11 @@ Measured, on a manager with a store (a fresh SQLite file by default):
   in-memory channel); timed until every one is welcomed by its session, brought back from
   the store with its app running again.
 
-Baseline, same run, same store: saving the N snapshots those sessions wrote and committing
-them, and loading them back -- the store's floor, with no session work at all.
+Baselines, same run: saving the N snapshots those sessions wrote and committing them, and
+loading them back -- the store's floor, with no session work at all; and trio's floor:
+starting N tasks shaped like a session's (a task with a nursery and one child, as the
+actor and the app) and cancelling them until they have unwound -- what any design that
+gives each session a task of its own pays before doing anything.
 
 Times are the median of ``--runs`` runs. Memory is what tracemalloc counts (Python
 allocations) in one more run: held with N live idle sessions, after they were passivated,
@@ -53,6 +56,8 @@ class Figures:
     rehydrate: float = 0.0
     save_floor: float = 0.0
     load_floor: float = 0.0
+    start_floor: float = 0.0
+    cancel_floor: float = 0.0
     live: float = 0.0  # bytes held by N live sessions
     passivated: float = 0.0  # bytes held once they were passivated
     back: float = 0.0  # bytes held once they were brought back
@@ -67,6 +72,28 @@ async def fresh_store(kind: str) -> AsyncIterator[SessionStore]:
     with tempfile.TemporaryDirectory() as directory:
         async with open_store(Path(directory) / "sessions.db") as store:
             yield store
+
+
+async def trio_floor(count: int, figures: Figures) -> None:
+    """Start ``count`` session-shaped task pairs, then cancel them; record both times."""
+
+    async def session_shaped(scope: trio.CancelScope) -> None:
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                await trio.sleep_forever()
+
+    scopes = [trio.CancelScope() for _ in range(count)]
+    async with trio.open_nursery() as nursery:
+        started = time.perf_counter()
+        for scope in scopes:
+            nursery.start_soon(session_shaped, scope)
+        await trio.testing.wait_all_tasks_blocked()
+        figures.start_floor = time.perf_counter() - started
+        started = time.perf_counter()
+        for scope in scopes:
+            scope.cancel()
+    figures.cancel_floor = time.perf_counter() - started
 
 
 def traced() -> int:
@@ -161,6 +188,7 @@ async def run_once(count: int, store_kind: str, trace: bool) -> Figures:
         figures.back = traced() - base
         tracemalloc.stop()
 
+        await trio_floor(count, figures)  # with the sessions still held, as they were
         for client in clients:
             await client.aclose()
         await manager_cm.__aexit__(None, None, None)
@@ -183,15 +211,20 @@ def main() -> None:
 
     n = args.sessions
     print(f"{n} sessions, {args.store} store, median of {args.runs} runs")
-    print(f"{'':<32}{'seconds':>9}{'sessions/s':>12}{'vs store':>10}")
+    print(f"{'':<34}{'seconds':>9}{'sessions/s':>12}{'µs each':>9}{'vs store':>10}")
     for label, field, floor in (
         ("passivate (save, stop, leave)", "passivate", "save_floor"),
         ("store floor: save + commit", "save_floor", "save_floor"),
+        ("trio floor: cancel 2 tasks", "cancel_floor", "save_floor"),
         ("rehydrate (resume to welcome)", "rehydrate", "load_floor"),
         ("store floor: load", "load_floor", "load_floor"),
+        ("trio floor: start 2 tasks", "start_floor", "load_floor"),
     ):
         seconds = median(field)
-        print(f"{label:<32}{seconds:>9.3f}{n / seconds:>12,.0f}{seconds / median(floor):>9.2f}x")
+        print(
+            f"{label:<34}{seconds:>9.3f}{n / seconds:>12,.0f}{seconds / n * 1e6:>9.1f}"
+            f"{seconds / median(floor):>9.2f}x"
+        )
     print(f"{'memory (tracemalloc)':<32}{'KiB total':>12}{'KiB/session':>13}")
     for label, field in (
         ("live, idle", "live"),

@@ -764,6 +764,8 @@ class Session:
     async def _close_connections(self, last_words: str) -> None:
         """Send every connection the messages it has not been sent, then ``last_words``;
         wait for them to go, forcing the ones that take longer than send_timeout."""
+        if not self._connections:
+            return
         for connection in list(self._connections):
             connection.finish(last_words, flush=True)
         with trio.move_on_after(self._manager.config.send_timeout):
@@ -776,15 +778,19 @@ class Session:
         """Give tasks the grace period, cancel the rest, wait for them to unwind."""
         config = self._manager.config
         started = self._terminating_since
-        with trio.move_on_at(started + config.cancel_grace):
-            while self._tasks:
-                await self._changed.park()
-        for task in self._tasks:
-            task.forced = True
-            task.scope.cancel()
-        with trio.move_on_after(config.cleanup_timeout):
-            while self._tasks:
-                await self._changed.park()
+        # (Each wait opens its scope only when there is something to wait for: passivating
+        # thousands of sessions pays for every cancel scope.)
+        if self._tasks:
+            with trio.move_on_at(started + config.cancel_grace):
+                while self._tasks:
+                    await self._changed.park()
+        if self._tasks:
+            for task in self._tasks:
+                task.forced = True
+                task.scope.cancel()
+            with trio.move_on_after(config.cleanup_timeout):
+                while self._tasks:
+                    await self._changed.park()
         now = trio.current_time()
         items = tuple(self._task_item(task, started, now) for task in self._doomed)
         self._doomed = []

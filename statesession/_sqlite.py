@@ -331,28 +331,35 @@ class SQLiteStore(SessionStore):
         while True:
             while not self._queued:
                 await self._work.park()
-            batch, self._queued = self._queued, _Batch()
-            batch.generation = self._generation
-            now = self._clock()
-            prune = now - self._retention_age if now - self._last_prune >= _PRUNE_EVERY else None
-            self._writing = batch
-            try:
-                await self._call(self._write, batch, prune)
-            except StoreError as exc:
-                self._writing = None
-                log.error("store %s: writing failed, will retry: %s", self.path, exc)
-                self._failure = exc
-                self._requeue(batch)
-                self._done.unpark_all()
-                await trio.sleep(1.0)
-                continue
+            # (One batch per call: a written batch must not stay referenced while the
+            # flusher waits for the next one.)
+            await self._write_queued()
+
+    async def _write_queued(self) -> None:
+        """Write what is queued as one transaction; on failure, queue it again."""
+        batch, self._queued = self._queued, _Batch()
+        batch.generation = self._generation
+        now = self._clock()
+        prune = now - self._retention_age if now - self._last_prune >= _PRUNE_EVERY else None
+        self._writing = batch
+        try:
+            await self._call(self._write, batch, prune)
+        except StoreError as exc:
             self._writing = None
-            if prune is not None:
-                self._last_prune = now
-            self._failure = None
-            self._written = max(self._written, batch.generation)
-            self.transactions += 1
+            log.error("store %s: writing failed, will retry: %s", self.path, exc)
+            self._failure = exc
+            self._requeue(batch)
             self._done.unpark_all()
+            del batch
+            await trio.sleep(1.0)
+            return
+        self._writing = None
+        if prune is not None:
+            self._last_prune = now
+        self._failure = None
+        self._written = max(self._written, batch.generation)
+        self.transactions += 1
+        self._done.unpark_all()
 
     def _requeue(self, batch: _Batch) -> None:
         queued = self._queued

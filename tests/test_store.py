@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import statesession
 from statesession import (
@@ -182,6 +185,21 @@ async def test_sqlite_store_writes_thousands_of_sessions_in_one_transaction(
         await store.flush()
         assert store.transactions <= 2
         assert len(await store.sessions()) == 3000
+
+
+async def test_sqlite_store_lets_go_of_what_it_has_written(tmp_path: Path) -> None:
+    # A passivated session must cost nothing in memory: once written, neither the
+    # snapshot nor its encoded text may stay referenced by the store.
+    async with open_store(tmp_path / "sessions.db") as store:
+        saved = snapshot("s1")
+        await store.save(saved)
+        await store.flush()
+        await trio.testing.wait_all_tasks_blocked()
+        gone = weakref.ref(saved)
+        del saved
+        gc.collect()
+        assert gone() is None
+        assert await store.load("s1") is not None  # from the file, not from memory
 
 
 async def test_sqlite_store_batches_concurrent_loads(tmp_path: Path) -> None:
