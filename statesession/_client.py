@@ -18,6 +18,7 @@ are resent after a reconnect from the server's ``welcome.ack`` on.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,7 @@ from ._exceptions import (
     SessionClosedError,
 )
 from ._protocol import (
+    PING_TEXT,
     PONG_TEXT,
     AckFrame,
     ByeFrame,
@@ -126,6 +128,8 @@ class Client:
         backoff: Backoff,
         give_up_after: float | None,
         connect_timeout: float,
+        ack_delay: float,
+        ack_every: int,
     ) -> None:
         self._connect = connect
         self._connect_timeout = connect_timeout
@@ -140,6 +144,12 @@ class Client:
         self._auth = auth
         self._max_frame = max_frame
         self._max_pending = max_pending
+        self._ack_delay = ack_delay
+        self._ack_every = ack_every
+        #: When the ack for what was consumed since the last one is due (inf: none).
+        self._ack_due = math.inf
+        #: A ping asking the server for its ack is out (see send()).
+        self._ack_asked = False
         self._backoff = backoff
         self._give_up_after = give_up_after
         self._window = 30.0
@@ -187,6 +197,11 @@ class Client:
         self._check()
         body = encode_data(data)
         while len(self._pending) >= self._max_pending:
+            if self._connected and not self._ack_asked:
+                # Ask the server for its ack now rather than after its ack delay.
+                self._ack_asked = True
+                self._control.append(PING_TEXT)
+                self._writer_lot.unpark_all()
             await self._room_lot.park()
             self._check()
         seq = self._next_seq
@@ -213,7 +228,13 @@ class Client:
             await self._inbox_lot.park()
         seq, data = self._inbox.popleft()
         self._consumed = seq
-        self._writer_lot.unpark_all()
+        # Acks are delayed and cumulative: wake the writer for the first message an ack
+        # will cover (to arm the delay) and when ack_every are waiting.
+        if self._ack_due == math.inf:
+            self._ack_due = trio.current_time() + self._ack_delay
+            self._writer_lot.unpark_all()
+        elif self._ack_due == -math.inf or seq - self._acked_sent >= self._ack_every:
+            self._writer_lot.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
@@ -390,6 +411,7 @@ class Client:
         self._drop_acknowledged(frame.ack)
         self._out_seq = self._pending[0][0] if self._pending else self._next_seq
         self._acked_sent = self._received
+        self._ack_asked = False
         self._control.clear()
         if self._bye_sent:
             self._control.append(encode_frame(ByeFrame(reason=self._bye_reason)))
@@ -409,6 +431,7 @@ class Client:
             pending.popleft()
             dropped = True
         if dropped:
+            self._ack_asked = False
             self._room_lot.unpark_all()
 
     async def _read_loop(self, channel: Channel) -> None:
@@ -450,6 +473,9 @@ class Client:
             elif isinstance(frame, AckFrame):
                 self._drop_acknowledged(frame.seq)
             elif isinstance(frame, PingFrame):
+                # A server waiting for acks pings: the next ack goes as soon as there is
+                # something to acknowledge, without waiting for ack_delay.
+                self._ack_due = -math.inf
                 self._control.append(PONG_TEXT)
                 self._writer_lot.unpark_all()
             elif isinstance(frame, StateFrame):
@@ -478,7 +504,11 @@ class Client:
             while True:
                 text = self._next_frame()
                 if text is None:
-                    await self._writer_lot.park()
+                    if self._consumed <= self._acked_sent:
+                        await self._writer_lot.park()
+                    else:  # an ack is waiting for its delay
+                        with trio.move_on_at(self._ack_due):
+                            await self._writer_lot.park()
                     continue
                 await channel.send(text)
         except ChannelError:
@@ -487,13 +517,20 @@ class Client:
             done.cancel()
 
     def _next_frame(self) -> str | None:
-        """Control frames first, then acks (small, and the server may be waiting on them
-        to send more), then our own messages."""
+        """Control frames first, then a due ack (small, and the server may be waiting on
+        it to send more), then our own messages. An ack is due after ``ack_delay``, when
+        ``ack_every`` messages wait for it, and before a ``bye``."""
+        consumed = self._consumed
+        if consumed > self._acked_sent and (
+            consumed - self._acked_sent >= self._ack_every
+            or self._bye_sent
+            or self._ack_due <= trio.current_time()
+        ):
+            self._acked_sent = consumed
+            self._ack_due = math.inf
+            return f'{{"type":"ack","seq":{consumed}}}'
         if self._control:
             return self._control.popleft()
-        if self._consumed > self._acked_sent:
-            self._acked_sent = self._consumed
-            return f'{{"type":"ack","seq":{self._consumed}}}'
         pending = self._pending
         if pending and self._out_seq <= pending[-1][0]:
             index = self._out_seq - pending[0][0]
@@ -518,6 +555,8 @@ async def open_client(
     backoff: Backoff | None = None,
     give_up_after: float | None = None,
     connect_timeout: float = 10.0,
+    ack_delay: float = 0.05,
+    ack_every: int = 32,
 ) -> AsyncIterator[Client]:
     """Connect to a session server and keep the session connected.
 
@@ -530,10 +569,16 @@ async def open_client(
     client, raising :class:`RemoteError` if it refused. Reconnecting gives up after
     ``give_up_after`` seconds without a connection (default: the server's reconnect
     window), raising :class:`ChannelBrokenError`. Leaving the block ends the session with
-    ``bye`` unless it is already over.
+    ``bye`` unless it is already over. Messages received are acknowledged as the
+    application takes them, cumulatively: at the latest ``ack_delay`` seconds later, or
+    at once when ``ack_every`` wait for their ack (``ack_delay=0``: each at once).
     """
     if (session is None) != (token is None):
         raise ValueError("session and token go together: give both to resume, or neither")
+    if not ack_delay >= 0:
+        raise ValueError(f"ack_delay must be 0 or more seconds, not {ack_delay!r}")
+    if ack_every < 1:
+        raise ValueError(f"ack_every must be at least 1, not {ack_every!r}")
     transport = load_transport(connect) if isinstance(connect, str) else None
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
@@ -559,6 +604,8 @@ async def open_client(
                 backoff=backoff or Backoff(),
                 give_up_after=give_up_after,
                 connect_timeout=connect_timeout,
+                ack_delay=ack_delay,
+                ack_every=ack_every,
             )
             nursery.start_soon(client_obj._supervise, name="statesession client")
             await client_obj._welcomed.wait()

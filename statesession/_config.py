@@ -142,6 +142,27 @@ class SessionConfig:
         default=10.0,
         validator=_positive,
     )
+    ack_delay: float = attrs.field(
+        metadata={
+            "help": (
+                "Longest a processed client message waits to be acknowledged: acks are "
+                "cumulative, so one ``ack`` covers every message processed meanwhile "
+                "(0: acknowledge each message at once)."
+            )
+        },
+        default=0.05,
+        validator=_non_negative,
+    )
+    ack_every: int = attrs.field(
+        metadata={
+            "help": (
+                "Acknowledge at once when this many processed client messages are waiting "
+                "for their ack."
+            )
+        },
+        default=32,
+        validator=_positive_int,
+    )
     max_sessions: int = attrs.field(
         metadata={"help": "Most live sessions one manager holds."},
         default=10_000,

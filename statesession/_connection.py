@@ -55,7 +55,7 @@ class Connection:
 
     __slots__ = (
         "_aborted",
-        "_ack_sent",
+        "_ack_every",
         "_bye",
         "_control",
         "_final",
@@ -91,7 +91,7 @@ class Connection:
         self.last_received = trio.current_time()
         self.last_ping = -math.inf
         self._control: Fifo[str] = Fifo()
-        self._ack_sent = 0
+        self._ack_every = session._manager.config.ack_every
         self._reack = False
         self._final: str | None = None
         self._flush = False
@@ -111,7 +111,8 @@ class Connection:
         config = self.session._manager.config
         self.cursor = cursor
         self.next_seq = seen + 1
-        self._ack_sent = cursor.processed
+        cursor.ack_sent = cursor.processed  # the welcome says it
+        cursor.ack_due = math.inf
         self.last_received = now
         self._control.appendleft(
             encode_frame(
@@ -204,6 +205,10 @@ class Connection:
                     assert isinstance(frame, AckFrame)
                     session._acknowledged(self, frame.seq)
                 elif kind is PingFrame:
+                    # A peer waiting for acks pings: the next ack goes as soon as there
+                    # is something to acknowledge, without waiting for ack_delay.
+                    if self.cursor is not None:
+                        self.cursor.ack_due = -math.inf
                     self.queue(PONG_TEXT)
                 elif kind is ByeFrame:
                     assert isinstance(frame, ByeFrame)
@@ -225,9 +230,9 @@ class Connection:
                 f"session is terminating ({session.reason}); msg {frame.seq} was not processed",
             )
         if not await session._deliver(self, frame.seq, frame.data):
-            # A duplicate (a resend after reconnecting): acknowledge it again.
+            # A duplicate (a resend after reconnecting): acknowledge it again, at once.
             self._reack = True
-        session._writers.unpark_all()
+            session._writers.unpark_all()
 
     async def _write_loop(self) -> None:
         session = self.session
@@ -240,7 +245,12 @@ class Connection:
             while True:
                 text, last = self._next_frame(buffer)
                 if text is None:
-                    await session._writers.park()
+                    cursor = self.cursor
+                    if cursor is None or cursor.processed <= cursor.ack_sent:
+                        await session._writers.park()
+                    else:  # an ack is waiting for its delay
+                        with trio.move_on_at(cursor.ack_due):
+                            await session._writers.park()
                     continue
                 self._sending_since = now = trio.current_time()
                 scope.deadline = now + timeout
@@ -255,18 +265,30 @@ class Connection:
             scope.cancel()
 
     def _next_frame(self, buffer: ReplayBuffer) -> tuple[str | None, bool]:
-        """The next frame to send, and whether it is the last. Acks go before messages:
-        they are small, and a peer may be waiting on them to send more."""
+        """The next frame to send, and whether it is the last. A due ack goes before
+        messages: it is small, and a peer may be waiting on it to send more. An ack is
+        due after ``ack_delay``, when ``ack_every`` messages wait for it, for a duplicate,
+        and before the connection's last frame."""
         if self._control:
             return self._control.popleft(), False
         final = self._final
         if final is not None and not self._flush:
             return final, True
         cursor = self.cursor
-        if cursor is not None and (cursor.processed > self._ack_sent or self._reack):
-            self._ack_sent = cursor.processed
-            self._reack = False
-            return f'{{"type":"ack","seq":{cursor.processed}}}', False
+        if cursor is not None:
+            processed = cursor.processed
+            if self._reack or (
+                processed > cursor.ack_sent
+                and (
+                    processed - cursor.ack_sent >= self._ack_every
+                    or final is not None
+                    or cursor.ack_due <= trio.current_time()
+                )
+            ):
+                cursor.ack_sent = processed
+                cursor.ack_due = math.inf
+                self._reack = False
+                return f'{{"type":"ack","seq":{processed}}}', False
         seq = self.next_seq
         if seq <= buffer.last_seq:
             if seq < buffer.first_seq:

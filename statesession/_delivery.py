@@ -29,6 +29,7 @@ detached; a session remembers at most ``max_clients`` clients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -152,6 +153,10 @@ class ClientCursor:
     received: int = 0
     #: Highest client seq the application has taken; what ``ack`` frames say.
     processed: int = 0
+    #: Highest ``processed`` its connection has sent it an ``ack`` for.
+    ack_sent: int = 0
+    #: When the ack for the messages processed since then is due (inf: none waiting).
+    ack_due: float = math.inf
     #: Connections of this client currently attached (0 or 1).
     attached: int = 0
     #: When its last connection detached (``None`` while attached).

@@ -252,6 +252,7 @@ class Session:
         buffer = self._delivery.buffer
         size = self._frame_size(body, buffer.last_seq + 1)
         while not buffer.drop_oldest and not buffer.has_room(size):
+            self._ask_for_acks()
             await self._changed.park()
             self._check_open()
         seq = buffer.last_seq + 1
@@ -280,11 +281,36 @@ class Session:
         cursor = self._delivery.clients.get(message.client)
         if cursor is not None and message.seq > cursor.processed:
             cursor.processed = message.seq  # acknowledged to the client from now on
-            self._writers.unpark_all()
+            # Acks are delayed and cumulative: the writer is woken for the first message
+            # an ack will cover (to arm its delay) and when ack_every are waiting.
+            if cursor.ack_due == math.inf:
+                cursor.ack_due = trio.current_time() + self._manager.config.ack_delay
+                self._writers.unpark_all()
+            elif (
+                cursor.ack_due == -math.inf  # asked for by a ping
+                or message.seq - cursor.ack_sent >= self._manager.config.ack_every
+            ):
+                self._writers.unpark_all()
         if self._inbox_waiters:
             self._changed.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
+
+    def _ask_for_acks(self) -> None:
+        """The buffer is full: ping each connection that has not acknowledged everything
+        (and has no ping unanswered), which tells its client to send its ack now rather
+        than after its ack delay."""
+        now = trio.current_time()
+        last_seq = self._delivery.buffer.last_seq
+        for connection in self._connections:
+            cursor = connection.cursor
+            if (
+                cursor is not None
+                and cursor.acked < last_seq
+                and connection.last_ping <= connection.last_received
+            ):
+                connection.last_ping = now
+                connection.queue(PING_TEXT)
 
     def _frame_size(self, body: str, seq: int) -> int:
         size = len(body) + len(str(seq)) + _MSG_ENVELOPE
@@ -680,28 +706,31 @@ class Session:
         idle_after = self._idle_after()
         now = trio.current_time()
         wake = now + interval
-        if not self._busy and now - self._last_activity >= idle_after:
+        # Every test below compares ``now`` with the very sum it would wake at, so a timer
+        # never re-arms at a time that has already come (``a + b - a`` is not always ``b``).
+        idle_at = self._last_activity + idle_after
+        if not self._busy and now >= idle_at:
             self._post_event("passivate", store=True, busy=self._busy, reason="idle")
-        elif idle_after < math.inf:
-            wake = min(wake, self._last_activity + idle_after)
+        elif idle_at > now:
+            wake = min(wake, idle_at)
         for connection in list(self._connections):
-            silent = now - connection.last_received
-            if silent >= timeout:
+            last = connection.last_received
+            if now >= last + timeout:
                 log.info(
                     "session %s: %s silent for %.1f s, dropping it",
                     self.id,
                     connection.peer,
-                    silent,
+                    now - last,
                 )
                 connection.abort()
                 continue
-            if silent >= interval:
-                if connection.last_ping <= connection.last_received:
+            if now >= last + interval:
+                if connection.last_ping <= last:
                     connection.last_ping = now
                     connection.queue(PING_TEXT)
-                wake = min(wake, connection.last_received + timeout)
+                wake = min(wake, last + timeout)
             else:
-                wake = min(wake, connection.last_received + interval)
+                wake = min(wake, last + interval)
         self._delivery.forget_stale(now=now, window=config.reconnect_window)
         self._changed.unpark_all()
         self._arm(wake, self._heartbeat)
@@ -931,7 +960,8 @@ class Session:
         finally:
             task.ended_at = trio.current_time()
             del self._tasks[task]
-            self._changed.unpark_all()
+            if not self._tasks:  # what a cascade waits for (not each of 1,000 tasks)
+                self._changed.unpark_all()
 
     # == connections (called by Connection and the manager) ===============================
 

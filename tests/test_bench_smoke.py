@@ -14,6 +14,27 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 SMOKE = {
     "idle_memory.py": (["--sessions", "30", "--runs", "1"], "kernel share"),
     "passivation.py": (["--sessions", "30", "--runs", "1"], "rehydrate (resume to welcome)"),
+    "message_path.py": (
+        ["--runs", "1", "--messages", "20", "--clients", "1,2"],
+        "message path: server CPU per echoed 100-byte message",
+    ),
+    "ws_memory.py": (["--sessions", "20", "--runs", "1"], "raw-trio-websocket (baseline)"),
+    "lifecycle.py": (
+        [
+            "--sessions",
+            "30",
+            "--runs",
+            "1",
+            "--tasks",
+            "20",
+            "--resources",
+            "3",
+            "--terminate-runs",
+            "1",
+        ],
+        "terminate -> terminated",
+    ),
+    "resume.py": (["--messages", "20", "--runs", "1"], "reconnect + replay"),
 }
 
 

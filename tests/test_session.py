@@ -645,6 +645,68 @@ async def test_session_acknowledges_client_messages_as_the_app_takes_them(
         assert served.manager.statistics().connections == 1
 
 
+async def test_session_delays_and_coalesces_its_acks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Acks are cumulative and delayed: one ack per ack_every messages, the rest after
+    ack_delay; a ping asks for the held-back ack at once."""
+    config = SessionConfig(ack_delay=0.5, ack_every=10)
+    async with serving(echo_app, config=config) as served:
+        peer, _ = await served.new_session()
+        acks: list[tuple[int, float]] = []
+
+        async def exchange(first: int, last: int) -> None:
+            for seq in range(first, last + 1):
+                await peer.send({"type": "msg", "seq": seq, "data": seq})
+            echoed = 0
+            while echoed < last - first + 1:
+                frame = await peer.receive(timeout=10)
+                if frame["type"] == "ack":
+                    acks.append((frame["seq"], trio.current_time()))
+                elif frame["type"] == "msg":
+                    echoed += 1
+
+        started = trio.current_time()
+        await exchange(1, 25)  # 10 and 20 are acked at once, 25 after the delay
+        assert [seq for seq, _ in acks] == [10, 20]
+        frame = await peer.receive_type("ack", timeout=10)
+        assert frame["seq"] == 25
+        assert trio.current_time() - started == pytest.approx(0.5, abs=0.05)
+
+        acks.clear()
+        await exchange(26, 28)
+        assert acks == []  # held back for ack_delay ...
+        await peer.send({"type": "ping"})  # ... unless the client asks
+        frames = [await peer.receive(timeout=0.1), await peer.receive(timeout=0.1)]
+        assert {"type": "ack", "seq": 28} in frames
+        assert {"type": "pong"} in frames
+
+
+async def test_a_buffer_smaller_than_the_ack_batch_does_not_wait_for_the_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server whose replay buffer fills before the client would ack asks for the ack
+    (a ping), and open_client sends it at once; likewise a client whose max_pending is
+    smaller than the server's ack batch."""
+    config = SessionConfig(buffer_messages=4, ack_delay=5.0)
+    async with serving(echo_app, config=config) as served:
+
+        async def connect() -> statesession.Channel:
+            return await served.open_channel()
+
+        async with statesession.open_client(connect, ack_delay=5.0, max_pending=3) as client:
+            async with trio.open_nursery() as nursery:
+
+                async def produce() -> None:
+                    for i in range(100):
+                        await client.send(i)
+
+                nursery.start_soon(produce)
+                assert [await client.receive() for _ in range(100)] == list(range(100))
+            # Without asking, each batch would wait for a 5 s ack delay.
+            assert trio.current_time() < 5
+
+
 async def test_session_echo_with_concurrent_send_and_receive_never_stalls(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
