@@ -68,7 +68,9 @@ async def sessions(count: int) -> float:
             server, client = memory_channel_pair(buffer=1)
             nursery.start_soon(manager.serve_channel, server)
             await client.send('{"type":"hello","v":1}')
-            await client.receive()
+            reply = await client.receive()
+            if '"type":"welcome"' not in reply:
+                raise SystemExit(f"session {len(manager)} was refused: {reply!s:.200}")
             return client
 
         return await measure(count, open_one)
