@@ -29,8 +29,12 @@ async def idle_app(session: statesession.Session) -> None:
         await session.send(message.data)
 
 
-async def measure(count: int, open_one: Callable[[trio.Nursery], Awaitable[object]]) -> float:
-    """Bytes per connection held open by ``open_one``."""
+async def measure(
+    count: int,
+    open_one: Callable[[trio.Nursery], Awaitable[object]],
+    verify: Callable[[], None] = lambda: None,
+) -> float:
+    """Bytes per connection held open by ``open_one`` (``verify`` checks what is held)."""
     async with trio.open_nursery() as nursery:
         keep = [await open_one(nursery) for _ in range(20)]  # warm up caches
         await trio.testing.wait_all_tasks_blocked()
@@ -42,6 +46,7 @@ async def measure(count: int, open_one: Callable[[trio.Nursery], Awaitable[objec
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
+        verify()
         nursery.cancel_scope.cancel()
     del keep
     return (after - before) / count
@@ -61,7 +66,15 @@ async def baseline(count: int) -> float:
 
 
 async def sessions(count: int) -> float:
-    config = statesession.SessionConfig(max_sessions=count + 100)
+    # Quiet and patient: creating 100,000 sessions takes longer than the default
+    # heartbeat timeout, and these clients never answer a ping.
+    hour = 3600.0
+    config = statesession.SessionConfig(
+        max_sessions=count + 100,
+        heartbeat_interval=hour,
+        heartbeat_timeout=hour,
+        reconnect_window=hour,
+    )
     async with statesession.open_manager(idle_app, config=config) as manager:
 
         async def open_one(nursery: trio.Nursery) -> object:
@@ -73,7 +86,12 @@ async def sessions(count: int) -> float:
                 raise SystemExit(f"session {len(manager)} was refused: {reply!s:.200}")
             return client
 
-        return await measure(count, open_one)
+        def verify() -> None:
+            live = sum(session.state == "active" for session in manager.sessions.values())
+            if live < count:
+                raise SystemExit(f"only {live} of {count} sessions were still active")
+
+        return await measure(count, open_one, verify)
 
 
 def main() -> None:

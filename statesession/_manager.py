@@ -46,6 +46,7 @@ from ._protocol import HelloFrame, decode_client_frame, error_text
 from ._session import Session
 from ._snapshot import LogEntry, SessionRecord
 from ._store import SessionStore
+from ._timers import Timers
 from ._util import collapse_single_exception_group
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
@@ -102,6 +103,9 @@ class SessionManager:
         self._setup = setup
         self._health_check = health_check
         self._lifecycle = Lifecycle()
+        #: Every session's state timer, fired by one task (see ``_timers.py``).
+        self._timers = Timers()
+        self._timers_scope = trio.CancelScope()
         self._sessions: dict[str, Session] = {}
         self._per_principal: Counter[str] = Counter()
         self._tombstones: OrderedDict[str, str] = OrderedDict()
@@ -555,6 +559,11 @@ class SessionManager:
         # transport's tasks, which the caller may cancel once this returns).
         with trio.move_on_after(self.config.send_timeout):
             await self._idle.wait()
+        self._timers_scope.cancel()
+
+    async def _run_timers(self) -> None:
+        with self._timers_scope:
+            await self._timers.run()
 
 
 class _ReadOnly(Mapping[str, Session]):
@@ -605,6 +614,7 @@ async def open_manager(
                 health_check=health_check,
                 store=store,
             )
+            nursery.start_soon(manager._run_timers, name="statesession timers")
             try:
                 yield manager
             finally:

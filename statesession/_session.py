@@ -51,6 +51,7 @@ from ._protocol import (
 )
 from ._report import CleanupItem, CleanupReport, Outcome
 from ._snapshot import ClientState, Snapshot
+from ._timers import Timer
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -176,9 +177,8 @@ class Session:
     _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _state_working: bool = attrs.field(default=False, init=False)
-    #: The current state's timer: the actor runs ``_timer`` at ``_timer_at``.
-    _timer_at: float = attrs.field(default=math.inf, init=False)
-    _timer: Callable[[], None] | None = attrs.field(default=None, init=False)
+    #: The current state's timer (see ``_timers.py``), ``None`` when none is armed.
+    _timer: Timer | None = attrs.field(default=None, init=False)
     _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
     _resources: list[_Resource] = attrs.field(factory=list, init=False)
     _closed_items: list[CleanupItem] = attrs.field(factory=list, init=False)
@@ -490,23 +490,14 @@ class Session:
                 else:
                     self._run_job(lambda: manager._lifecycle.start(self), None)
                 while not self._done():
-                    if self._jobs:
-                        job, reply = self._jobs.popleft()
-                        self._run_job(job, reply)
-                        continue
-                    timer_at = self._timer_at
-                    if timer_at == math.inf:
+                    if not self._jobs:
                         await self._job_lot.park()
-                    elif timer_at > trio.current_time():
-                        # The state's timer is the deadline of the actor's wait for jobs.
-                        with trio.move_on_at(timer_at):
-                            await self._job_lot.park()
-                    else:
-                        timer, self._timer, self._timer_at = self._timer, None, math.inf
-                        assert timer is not None
-                        self._run_job(timer, None)
+                        continue
+                    job, reply = self._jobs.popleft()
+                    self._run_job(job, reply)
                 nursery.cancel_scope.cancel()
         finally:
+            self._disarm()
             self._nursery = None
             self._finished = True
             self._closing = True
@@ -621,7 +612,7 @@ class Session:
         self._changed.unpark_all()
 
     def end_state(self, state: str) -> None:
-        self._timer, self._timer_at = None, math.inf
+        self._disarm()
         if self._state_scope is not None:
             self._state_scope.cancel()
             self._state_scope = None
@@ -691,8 +682,25 @@ class Session:
 
     # == state timers: run by the actor, armed by entry actions, disarmed by exit actions ==
 
-    def _arm(self, at: float, timer: Callable[[], None]) -> None:
-        self._timer_at, self._timer = at, timer
+    def _arm(self, at: float, fire: Callable[[], None]) -> None:
+        self._disarm()
+        self._timer = self._manager._timers.arm(at, self, fire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.disarm()
+            self._timer = None
+
+    def _timer_due(self, timer: Timer) -> None:
+        """Called by the manager's timer task: run the timer in the actor, unless the
+        state that armed it has been left meanwhile."""
+
+        def fire() -> None:
+            if timer is self._timer:
+                self._timer = None
+                timer.fire()
+
+        self._post(fire)
 
     def _idle_after(self) -> float:
         manager = self._manager

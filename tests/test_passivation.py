@@ -293,12 +293,16 @@ async def test_a_session_lost_in_a_crash_is_explained(
     async with serving(counter_app([]), store=store) as served:
         _, welcome = await served.new_session()
         await store.flush()
-        served.manager._sessions.clear()  # as a killed server: memory gone, store kept
-        served.manager._all_gone.set()
+        manager = served.manager
+        live = dict(manager._sessions)
+        manager._sessions.clear()  # as a killed server: memory gone, store kept
+        manager._all_gone.set()
         peer = await served.peer()
         answer = await peer.hello(session=welcome["session"], token=welcome["token"])
         assert answer["code"] == "terminated"
         assert "without saving it" in answer["message"]
+        manager._sessions.update(live)  # (so that the manager still ends it)
+        manager._all_gone = trio.Event()
 
 
 async def test_concurrent_resumes_bring_one_session_back(
