@@ -245,12 +245,8 @@ class Connection:
             while True:
                 text, last = self._next_frame(buffer)
                 if text is None:
-                    cursor = self.cursor
-                    if cursor is None or cursor.processed <= cursor.ack_sent:
-                        await session._writers.park()
-                    else:  # an ack is waiting for its delay
-                        with trio.move_on_at(cursor.ack_due):
-                            await session._writers.park()
+                    # (A held-back ack wakes the writers when due: see Session.receive.)
+                    await session._writers.park()
                     continue
                 self._sending_since = now = trio.current_time()
                 scope.deadline = now + timeout

@@ -284,8 +284,12 @@ class Session:
             # Acks are delayed and cumulative: the writer is woken for the first message
             # an ack will cover (to arm its delay) and when ack_every are waiting.
             if cursor.ack_due == math.inf:
-                cursor.ack_due = trio.current_time() + self._manager.config.ack_delay
-                self._writers.unpark_all()
+                delay = self._manager.config.ack_delay
+                cursor.ack_due = trio.current_time() + delay
+                if delay > 0:
+                    self._manager._timers.arm(cursor.ack_due, self._writers.unpark_all)
+                else:
+                    self._writers.unpark_all()
             elif (
                 cursor.ack_due == -math.inf  # asked for by a ping
                 or message.seq - cursor.ack_sent >= self._manager.config.ack_every
@@ -682,25 +686,22 @@ class Session:
 
     # == state timers: run by the actor, armed by entry actions, disarmed by exit actions ==
 
-    def _arm(self, at: float, fire: Callable[[], None]) -> None:
+    def _arm(self, at: float, job: Callable[[], None]) -> None:
         self._disarm()
-        self._timer = self._manager._timers.arm(at, self, fire)
+        timer = self._manager._timers.arm(at, lambda: self._post(lambda: self._fire(timer, job)))
+        self._timer = timer
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.disarm()
             self._timer = None
 
-    def _timer_due(self, timer: Timer) -> None:
-        """Called by the manager's timer task: run the timer in the actor, unless the
-        state that armed it has been left meanwhile."""
-
-        def fire() -> None:
-            if timer is self._timer:
-                self._timer = None
-                timer.fire()
-
-        self._post(fire)
+    def _fire(self, timer: Timer, job: Callable[[], None]) -> None:
+        """Run a state's timer in the actor, unless the state that armed it has been
+        left since the timer was posted."""
+        if timer is self._timer:
+            self._timer = None
+            job()
 
     def _idle_after(self) -> float:
         manager = self._manager

@@ -1,14 +1,14 @@
-"""Every session's state timer, run by one task per manager.
+"""Every session's timers, run by one task per manager.
 
 A session in ``active`` has a heartbeat due; one in ``reconnecting`` has its window's end
-due. Each is a single deadline that the state's entry action arms and its exit action
-disarms. Rather than a cancel scope per session (about 0.9 KiB held while the session
-idles, and a deadline registered with trio on every wait), the manager keeps one heap of
-deadlines and one task that sleeps until the earliest; when one comes it posts the timer
-to its session's actor, which runs it like any other job.
+due; a connection holding back an ack has the ack due. Each is a single deadline. Rather
+than a cancel scope per wait (about 0.9 KiB held while a session idles, and a deadline
+registered with trio on every wait), the manager keeps one heap of deadlines and one task
+that sleeps until the earliest and calls what is due. A state's timer posts a job to its
+session's actor, which runs it like any other job; an ack timer wakes the writers.
 
-A disarmed timer is not removed from the heap (that would cost a search): its handle
-forgets the session, so the heap keeps no session alive, and the entry is dropped when
+A disarmed timer is not removed from the heap (that would cost a search): it forgets its
+callback, so the heap keeps nothing of the session alive, and the entry is dropped when
 its time comes.
 """
 
@@ -18,28 +18,24 @@ import heapq
 import math
 from collections.abc import Callable
 from itertools import count
-from typing import TYPE_CHECKING
 
 import trio
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 __all__ = ["Timer", "Timers"]
 
 
 class Timer:
-    """One armed deadline: ``fire`` is posted to ``session``'s actor at ``at``."""
+    """One armed deadline: ``fire()`` is called at ``at`` (from the timers' task; it must
+    not block), unless disarmed first."""
 
-    __slots__ = ("at", "fire", "session")
+    __slots__ = ("at", "fire")
 
-    def __init__(self, at: float, session: Session, fire: Callable[[], None]) -> None:
+    def __init__(self, at: float, fire: Callable[[], object]) -> None:
         self.at = at
-        self.session: Session | None = session
-        self.fire = fire
+        self.fire: Callable[[], object] | None = fire
 
     def disarm(self) -> None:
-        self.session = None
+        self.fire = None
 
 
 class Timers:
@@ -55,8 +51,8 @@ class Timers:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def arm(self, at: float, session: Session, fire: Callable[[], None]) -> Timer:
-        timer = Timer(at, session, fire)
+    def arm(self, at: float, fire: Callable[[], object]) -> Timer:
+        timer = Timer(at, fire)
         heap = self._heap
         if not heap or at < heap[0][0]:
             self._lot.unpark()  # the task sleeps until a later time: wake it to re-sleep
@@ -68,10 +64,9 @@ class Timers:
         while True:
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                timer = heapq.heappop(heap)[2]
-                session = timer.session
-                if session is not None:
-                    session._timer_due(timer)
+                fire = heapq.heappop(heap)[2].fire
+                if fire is not None:
+                    fire()
             wake = heap[0][0] if heap else math.inf
             if wake == math.inf:
                 await self._lot.park()

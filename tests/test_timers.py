@@ -1,5 +1,5 @@
 """The manager's timer heap: every armed timer fires once, at its time, in order; a
-disarmed one never does, and the heap holds no session once a timer is disarmed."""
+disarmed one never does, and a disarmed timer keeps nothing alive."""
 
 from __future__ import annotations
 
@@ -12,17 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesession._timers import Timer, Timers
-
-
-class FakeSession:
-    """What the heap needs of a session: somewhere to report a due timer."""
-
-    def __init__(self, log: list[tuple[str, float]]) -> None:
-        self.log = log
-
-    def _timer_due(self, timer: Timer) -> None:
-        timer.fire()
-
 
 # Each step: (delay before arming, timer's offset from then, disarm it after this delay?)
 # in tenths of a second, so that a disarm meant to come first is not a tie.
@@ -46,17 +35,13 @@ def test_timers_fire_once_each_at_their_time_unless_disarmed(plan: Any) -> None:
                 await trio.sleep(wait / 10)
                 name = f"t{index}"
                 at = trio.current_time() + offset / 10
-                timer = timers.arm(
-                    at,
-                    FakeSession(log),  # type: ignore[arg-type]
-                    lambda name=name: log.append((name, trio.current_time())),
-                )
+                timer = timers.arm(at, lambda name=name: log.append((name, trio.current_time())))
                 if disarm_after is not None and disarm_after < offset:
 
                     async def disarm(timer: Timer = timer, after: float = disarm_after) -> None:
                         await trio.sleep(after / 10)
                         timer.disarm()
-                        assert timer.session is None  # the heap keeps no session alive
+                        assert timer.fire is None  # the heap keeps nothing of it alive
 
                     nursery.start_soon(disarm)
                 else:
