@@ -19,14 +19,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 import trio.testing
+from _common import idle_app
 
 import statesession
 from statesession.testing import memory_channel_pair
-
-
-async def idle_app(session: statesession.Session) -> None:
-    async for message in session:
-        await session.send(message.data)
 
 
 async def measure(

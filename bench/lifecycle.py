@@ -52,13 +52,13 @@ import os
 import statistics
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 
 import attrs
 import trio
 import trio.testing
+from _common import BenchError, Span, Stopwatch, bounded, idle_app
 
 import statesession
 from statesession import ChannelError, Outcome, SessionConfig
@@ -86,24 +86,6 @@ WELCOME_SHAPED = json.dumps(
     },
     separators=(",", ":"),
 )
-
-
-class BenchError(Exception):
-    """A run went wrong: what it checks did not hold, or a wait ran out."""
-
-
-class Stalled(BenchError):
-    """A bounded wait ran out: the benchmark is broken, not slow."""
-
-
-@contextmanager
-def bounded(seconds: float, what: str) -> Iterator[None]:
-    """Fail with :class:`Stalled` naming ``what`` if the block takes over ``seconds``."""
-    try:
-        with trio.fail_after(seconds):
-            yield
-    except trio.TooSlowError:
-        raise Stalled(f"timed out after {seconds:g} s waiting for {what}") from None
 
 
 @contextmanager
@@ -134,39 +116,19 @@ def session_config(sessions: int, cancel_grace: float = 1.0) -> SessionConfig:
     )
 
 
-@attrs.frozen
-class Span:
-    """How long something took, in seconds: on the wall clock and in CPU time."""
-
-    wall: float
-    cpu: float
-
-
-class Stopwatch:
-    """Started when made; :meth:`stop` reads both clocks."""
-
-    def __init__(self) -> None:
-        self._wall = time.perf_counter()
-        self._cpu = time.process_time()
-
-    def stop(self) -> Span:
-        return Span(time.perf_counter() - self._wall, time.process_time() - self._cpu)
+#: A span not measured yet (Span is frozen, so one instance serves every default).
+NO_TIME = Span(0.0, 0.0)
 
 
 @attrs.define
 class Figures:
     """One run's measurements."""
 
-    create: Span = Span(0.0, 0.0)  # N connections welcomed
-    shutdown: Span = Span(0.0, 0.0)  # N sessions (or N session-shaped tasks) ended
+    create: Span = NO_TIME  # N connections welcomed
+    shutdown: Span = NO_TIME  # N sessions (or N session-shaped tasks) ended
 
 
 # == create -> active, then shutdown ====================================================
-
-
-async def idle_app(session: statesession.Session) -> None:
-    async for message in session:
-        await session.send(message.data)
 
 
 async def trivial_server(channel: MemoryChannel) -> None:

@@ -71,6 +71,7 @@ from urllib.parse import urlsplit
 import attrs
 import psutil
 import trio
+from _common import BenchError, describe
 from trio_websocket import (
     ConnectionClosed,
     WebSocketRequest,
@@ -93,10 +94,6 @@ STALL_TIMEOUT = 10.0
 ACK_EVERY = 32
 #: Seconds a process has to exit once told to stop, before it is killed.
 EXIT_TIMEOUT = 15.0
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
 
 
 # -- the line protocol between the orchestrator and its child processes --------------------
@@ -793,19 +790,6 @@ def main() -> None:
         if error is None:
             raise
         sys.exit(f"message_path: {error}")
-
-
-def describe(exc: BaseException) -> str:
-    """An exception and what caused it, on one line."""
-    parts: list[str] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(parts) < 4:
-        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            cause = cause.exceptions[0]
-        text = str(cause)
-        parts.append(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
-        cause = cause.__cause__
-    return " <- ".join(parts)
 
 
 def bench_error(exc: BaseException) -> BenchError | None:

@@ -38,15 +38,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 import trio.testing
+from _common import BenchError, Span, Stopwatch, bounded
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -66,40 +64,6 @@ HOST = "127.0.0.1"
 #: trio-websocket settings of the library's WebSocket transport, used by every peer here.
 MAX_MESSAGE = 1024 * 1024
 RECEIVE_BUFFER = 65536
-
-
-@attrs.frozen
-class Span:
-    """How long something took, in seconds: on the wall clock and in CPU time (the
-    process's: server and client together)."""
-
-    wall: float
-    cpu: float
-
-
-class Stopwatch:
-    """Started when made; :meth:`stop` reads both clocks."""
-
-    def __init__(self) -> None:
-        self._wall = time.perf_counter()
-        self._cpu = time.process_time()
-
-    def stop(self) -> Span:
-        return Span(time.perf_counter() - self._wall, time.process_time() - self._cpu)
-
-
-class BenchError(Exception):
-    """A run went wrong: what it checks did not hold, or a wait ran out."""
-
-
-@contextmanager
-def bounded(seconds: float, what: str) -> Iterator[None]:
-    """Fail with :class:`BenchError` naming ``what`` if the block takes over ``seconds``."""
-    try:
-        with trio.fail_after(seconds):
-            yield
-    except trio.TooSlowError:
-        raise BenchError(f"timed out after {seconds:g} s waiting for {what}") from None
 
 
 def payloads(count: int, size: int) -> list[str]:

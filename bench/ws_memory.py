@@ -68,8 +68,10 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
 
+import _common
 import psutil  # type: ignore[import-untyped]
 import trio
+from _common import BenchError, describe, idle_app
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -92,10 +94,6 @@ CONNECT_TIMEOUT = 60
 SPARE_FDS = 128
 
 
-class BenchError(Exception):
-    """A measurement could not be made; the message says why."""
-
-
 def raise_fd_limit(needed: int) -> None:
     """Raise this process's soft limit on open files to the hard limit; fail clearly if
     even that is below ``needed``."""
@@ -107,12 +105,6 @@ def raise_fd_limit(needed: int) -> None:
         )
     if soft != resource.RLIM_INFINITY and soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 
 def control_stream() -> IO[str]:
@@ -196,11 +188,6 @@ async def serve_raw_trio_websocket(control: Control) -> None:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(serve_websocket, handler, HOST, 0, None))
         control.ready(server.port, trio_probe(lambda: (live, live)))
-
-
-async def idle_app(session: Any) -> None:
-    async for message in session:
-        await session.send(message.data)
 
 
 async def serve_statesession(control: Control) -> None:
@@ -351,7 +338,7 @@ def package(filename: str) -> str:
         sysconfig.get_paths()["purelib"]
     ):
         return "stdlib"
-    if filename == __file__:
+    if filename in (__file__, _common.__file__):
         return "this script (the app; below it, trio's scheduler)"
     parts = short(filename).split("/")
     if parts[0] == "transports" and len(parts) > 1:
