@@ -30,6 +30,7 @@ import trio
 
 from ._channel import Channel
 from ._config import MiB
+from ._delivery import ack_is_due
 from ._exceptions import (
     ChannelBrokenError,
     ChannelError,
@@ -521,10 +522,13 @@ class Client:
         it to send more), then our own messages. An ack is due after ``ack_delay``, when
         ``ack_every`` messages wait for it, and before a ``bye``."""
         consumed = self._consumed
-        if consumed > self._acked_sent and (
-            consumed - self._acked_sent >= self._ack_every
-            or self._bye_sent
-            or self._ack_due <= trio.current_time()
+        if consumed > self._acked_sent and ack_is_due(
+            acked=self._acked_sent,
+            processed=consumed,
+            ack_every=self._ack_every,
+            due=self._ack_due,
+            now=trio.current_time(),
+            last=self._bye_sent,
         ):
             self._acked_sent = consumed
             self._ack_due = math.inf

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._channel import Channel
-from ._delivery import ClientCursor, ReplayBuffer
+from ._delivery import ClientCursor, ReplayBuffer, ack_is_due
 from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError
 from ._fifo import Fifo
 from ._protocol import (
+    PING_TEXT,
     PONG_TEXT,
     AckFrame,
     ByeFrame,
@@ -128,6 +129,12 @@ class Connection:
                 )
             )
         )
+
+    def ping(self, now: float) -> None:
+        """Send a ``ping``, unless one is still unanswered (any frame answers it)."""
+        if self.last_ping <= self.last_received:
+            self.last_ping = now
+            self.queue(PING_TEXT)
 
     def queue(self, text: str) -> None:
         """Send a control frame ahead of buffered messages."""
@@ -275,10 +282,13 @@ class Connection:
             processed = cursor.processed
             if self._reack or (
                 processed > cursor.ack_sent
-                and (
-                    processed - cursor.ack_sent >= self._ack_every
-                    or final is not None
-                    or cursor.ack_due <= trio.current_time()
+                and ack_is_due(
+                    acked=cursor.ack_sent,
+                    processed=processed,
+                    ack_every=self._ack_every,
+                    due=cursor.ack_due,
+                    now=trio.current_time(),
+                    last=final is not None,
                 )
             ):
                 cursor.ack_sent = processed

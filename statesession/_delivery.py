@@ -38,7 +38,7 @@ import attrs
 from ._exceptions import ProtocolError
 from ._fifo import Fifo
 
-__all__ = ["ClientCursor", "Delivery", "ReplayBuffer"]
+__all__ = ["ClientCursor", "Delivery", "ReplayBuffer", "ack_is_due"]
 
 
 class ReplayBuffer:
@@ -140,6 +140,18 @@ class ReplayBuffer:
         start = max(ack + 1, self._first)
         for index in range(start - self._first, len(self._frames)):
             yield self._first + index, self._frames[index]
+
+
+def ack_is_due(
+    *, acked: int, processed: int, ack_every: int, due: float, now: float, last: bool
+) -> bool:
+    """Whether a side that has acknowledged up to ``acked`` and processed up to
+    ``processed`` sends its cumulative ``ack`` now: when there is something new to
+    acknowledge and ``ack_every`` messages wait for it, its delay ran out (``due``;
+    ``-inf`` once the peer pinged for it), or the connection is about to end (``last``).
+    The same rule on both sides of the protocol."""
+    unacked = processed - acked
+    return unacked > 0 and (unacked >= ack_every or last or due <= now)
 
 
 @attrs.define(eq=False)

@@ -42,7 +42,6 @@ from ._delivery import Delivery
 from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
 from ._fifo import Fifo
 from ._protocol import (
-    PING_TEXT,
     ClosedFrame,
     StateFrame,
     encode_data,
@@ -281,8 +280,9 @@ class Session:
         cursor = self._delivery.clients.get(message.client)
         if cursor is not None and message.seq > cursor.processed:
             cursor.processed = message.seq  # acknowledged to the client from now on
-            # Acks are delayed and cumulative: the writer is woken for the first message
-            # an ack will cover (to arm its delay) and when ack_every are waiting.
+            # Acks are delayed and cumulative: the first message an ack will cover arms a
+            # timer that wakes the writers after ack_delay; ack_every waiting, or a ping
+            # asking for it, wakes them at once.
             if cursor.ack_due == math.inf:
                 delay = self._manager.config.ack_delay
                 cursor.ack_due = trio.current_time() + delay
@@ -308,13 +308,8 @@ class Session:
         last_seq = self._delivery.buffer.last_seq
         for connection in self._connections:
             cursor = connection.cursor
-            if (
-                cursor is not None
-                and cursor.acked < last_seq
-                and connection.last_ping <= connection.last_received
-            ):
-                connection.last_ping = now
-                connection.queue(PING_TEXT)
+            if cursor is not None and cursor.acked < last_seq:
+                connection.ping(now)
 
     def _frame_size(self, body: str, seq: int) -> int:
         size = len(body) + len(str(seq)) + _MSG_ENVELOPE
@@ -734,9 +729,7 @@ class Session:
                 connection.abort()
                 continue
             if now >= last + interval:
-                if connection.last_ping <= last:
-                    connection.last_ping = now
-                    connection.queue(PING_TEXT)
+                connection.ping(now)
                 wake = min(wake, last + timeout)
             else:
                 wake = min(wake, last + interval)
