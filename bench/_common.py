@@ -72,6 +72,16 @@ class Stopwatch:
         return Span(time.perf_counter() - self._wall, time.process_time() - self._cpu)
 
 
+async def session_shaped(scope: trio.CancelScope) -> None:
+    """What any design giving each session a task of its own pays, as a baseline: a task
+    holding a nursery with one child (a session's actor and its app), both waiting,
+    until ``scope`` is cancelled."""
+    with scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            await trio.sleep_forever()
+
+
 async def idle_app(session: statesession.Session) -> None:
     """An app that echoes each message and otherwise waits: an idle session."""
     async for message in session:

@@ -58,7 +58,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, supp
 import attrs
 import trio
 import trio.testing
-from _common import BenchError, Span, Stopwatch, bounded, idle_app
+from _common import BenchError, Span, Stopwatch, bounded, idle_app, session_shaped
 
 import statesession
 from statesession import ChannelError, Outcome, SessionConfig
@@ -168,12 +168,6 @@ async def open_connections(
 
 async def baseline_run(count: int) -> Figures:
     figures = Figures()
-
-    async def session_shaped(scope: trio.CancelScope) -> None:
-        with scope:
-            async with trio.open_nursery() as inner:
-                inner.start_soon(trio.sleep_forever)
-                await trio.sleep_forever()
 
     async with trio.open_nursery() as transports:
         figures.create, clients = await open_connections(count, trivial_server, transports)

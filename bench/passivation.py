@@ -38,6 +38,7 @@ from pathlib import Path
 import attrs
 import trio
 import trio.testing
+from _common import session_shaped
 
 import statesession
 from statesession import SessionStore, Snapshot, open_store
@@ -76,12 +77,6 @@ async def fresh_store(kind: str) -> AsyncIterator[SessionStore]:
 
 async def trio_floor(count: int, figures: Figures) -> None:
     """Start ``count`` session-shaped task pairs, then cancel them; record both times."""
-
-    async def session_shaped(scope: trio.CancelScope) -> None:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.sleep_forever)
-                await trio.sleep_forever()
 
     scopes = [trio.CancelScope() for _ in range(count)]
     async with trio.open_nursery() as nursery:

@@ -66,6 +66,18 @@ MAX_MESSAGE = 1024 * 1024
 RECEIVE_BUFFER = 65536
 
 
+def connect(port: int) -> Any:
+    """A client connection to 127.0.0.1:port, set up the same way for every run."""
+    return open_websocket(
+        HOST,
+        port,
+        "/",
+        use_ssl=False,
+        max_message_size=MAX_MESSAGE,
+        receive_buffer_size=RECEIVE_BUFFER,
+    )
+
+
 def payloads(count: int, size: int) -> list[str]:
     """``count`` distinct strings of ``size`` ASCII characters."""
     return [f"{i:08d}".ljust(size, ".")[:size] for i in range(1, count + 1)]
@@ -144,14 +156,7 @@ async def resume_once(
     """One session: welcome, leave, buffer, then time the reconnect and replay."""
     data = burst.data
     with bounded(10, "a first connection to be welcomed"):
-        async with open_websocket(
-            HOST,
-            port,
-            "/",
-            use_ssl=False,
-            max_message_size=MAX_MESSAGE,
-            receive_buffer_size=RECEIVE_BUFFER,
-        ) as ws:
+        async with connect(port) as ws:
             await ws.send_message('{"type":"hello","v":1}')
             welcome = await receive_frame(ws)
             if welcome.get("type") != "welcome":
@@ -179,14 +184,7 @@ async def resume_once(
     )
     with bounded(10, "the reconnect and the replay"):
         stopwatch = Stopwatch()
-        async with open_websocket(
-            HOST,
-            port,
-            "/",
-            use_ssl=False,
-            max_message_size=MAX_MESSAGE,
-            receive_buffer_size=RECEIVE_BUFFER,
-        ) as ws:
+        async with connect(port) as ws:
             await ws.send_message(hello)
             resumed = await receive_frame(ws)
             if resumed.get("type") != "welcome" or resumed.get("resumed") is not True:
@@ -210,14 +208,7 @@ async def bare_once(port: int, data: list[str], durations: list[Span]) -> None:
     """The baseline: a fresh connection to the bare server, which sends every frame."""
     with bounded(10, "the bare server's frames"):
         stopwatch = Stopwatch()
-        async with open_websocket(
-            HOST,
-            port,
-            "/",
-            use_ssl=False,
-            max_message_size=MAX_MESSAGE,
-            receive_buffer_size=RECEIVE_BUFFER,
-        ) as ws:
+        async with connect(port) as ws:
             await receive_stream(ws, data)
             durations.append(stopwatch.stop())
 
