@@ -166,14 +166,22 @@ async def echo_app(session: statesession.Session) -> None:
 
 
 async def serve_statesession(
-    host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    host: str,
+    port: int,
+    *,
+    transport: str = "websocket",
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     config = statesession.SessionConfig()
     async with (
         statesession.open_manager(echo_app, config=config) as manager,
         trio.open_nursery() as nursery,
     ):
-        url = await nursery.start(statesession.serve, manager, f"ws://{host}:{port}/")
+        url = await nursery.start(
+            functools.partial(
+                statesession.serve, manager, f"ws://{host}:{port}/", transport=transport
+            )
+        )
         task_status.started(urlsplit(url).port)
 
 
@@ -535,11 +543,21 @@ SERVERS: dict[str, ServerKind] = {
     "raw-websockets-trio": ServerKind(
         serve=trio_server(serve_websockets_trio), load=trio_load(websocket_echo_client)
     ),
+    "statesession-websockets": ServerKind(
+        serve=trio_server(functools.partial(serve_statesession, transport="websockets")),
+        load=trio_load(statesession_v1_client),
+    ),
     "statesession+client": ServerKind(
         serve=trio_server(serve_statesession), load=trio_load(statesession_client)
     ),
 }
-DEFAULT_SERVERS = ["raw-trio-websocket", "statesession", "socketio", "raw-websockets-trio"]
+DEFAULT_SERVERS = [
+    "raw-trio-websocket",
+    "statesession",
+    "statesession-websockets",
+    "socketio",
+    "raw-websockets-trio",
+]
 
 
 # -- the orchestrator -------------------------------------------------------------------

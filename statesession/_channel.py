@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from types import TracebackType
 
 __all__ = ["Channel"]
@@ -27,6 +28,15 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def send(self, frame: str) -> None:
         """Send one frame; return once the transport has taken it."""
+
+    async def send_many(self, frames: Sequence[str]) -> None:
+        """Send several frames, in order; return once the transport has taken them all.
+
+        The core sends what it has ready in one call (a replay, a burst). A transport
+        that can write them at once overrides this (one system call instead of one per
+        frame); the default sends them one by one. Cancellation is as for ``send``."""
+        for frame in frames:
+            await self.send(frame)
 
     @abc.abstractmethod
     async def receive(self) -> str | bytes:

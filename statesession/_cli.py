@@ -11,6 +11,7 @@ import time
 import typing
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ log = logging.getLogger("statesession")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STORE = "statesession.db"
-DEFAULT_PORTS = {"websocket": 8765, "tcp": 8766}
-SCHEMES = {"websocket": "ws"}
+DEFAULT_PORTS = {"websocket": 8765, "websockets": 8765, "tcp": 8766}
+SCHEMES = {"websocket": "ws", "websockets": "ws"}
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--transport",
         default="websocket",
-        help="transport name: websocket (default) or tcp, or any registered one",
+        help="transport name: websocket (default), websockets, tcp, or any registered one",
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"default: {DEFAULT_HOST}")
     serve.add_argument(
@@ -196,7 +197,12 @@ async def _maybe_store(location: str, log_messages: bool) -> AsyncIterator[Any]:
 
 
 async def _serve(
-    app: Any, url: str, config: SessionConfig, store_location: str, log_messages: bool
+    app: Any,
+    url: str,
+    transport: str,
+    config: SessionConfig,
+    store_location: str,
+    log_messages: bool,
 ) -> None:
     from ._manager import open_manager
     from ._transport import serve
@@ -211,7 +217,7 @@ async def _serve(
         ):
             log.info("store: %s", store_location if store is not None else "none (memory)")
             async with open_manager(app, config=config, store=store) as manager:
-                bound = await nursery.start(serve, manager, url)
+                bound = await nursery.start(partial(serve, manager, url, transport=transport))
                 log.info("serving %s", bound)
                 async for signum in signals:
                     log.info(
@@ -255,7 +261,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2
     try:
-        trio.run(_serve, app, _url(args), config, args.store, args.log_messages)
+        trio.run(_serve, app, _url(args), args.transport, config, args.store, args.log_messages)
     except (TransportError, StoreError) as exc:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ from ._protocol import (
     encode_data,
     encode_frame,
 )
-from ._transport import load_transport
+from ._transport import Transport, pick_transport
 from ._util import collapse_single_exception_group
 
 __all__ = ["Backoff", "Client", "ClientStatistics", "open_client"]
@@ -550,6 +550,7 @@ class Client:
 async def open_client(
     connect: Connect | str,
     *,
+    transport: str | Transport | None = None,
     session: str | None = None,
     token: str | None = None,
     client: str | None = None,
@@ -565,7 +566,8 @@ async def open_client(
     """Connect to a session server and keep the session connected.
 
     ``connect`` is a URL (``"ws://127.0.0.1:8765/"``, ``"tcp://127.0.0.1:8766"``, or any
-    registered transport's scheme) or a function that opens a new :class:`Channel`; it is
+    registered transport's scheme, reached with the transport registered for it or the one
+    ``transport`` names or is) or a function that opens a new :class:`Channel`; it is
     used again after every drop, with exponential backoff and jitter between attempts
     (``backoff``) and each attempt bounded by ``connect_timeout``. Pass ``session`` and
     ``token`` to attach to an existing session (with ``client`` to resume as that
@@ -583,15 +585,21 @@ async def open_client(
         raise ValueError(f"ack_delay must be 0 or more seconds, not {ack_delay!r}")
     if ack_every < 1:
         raise ValueError(f"ack_every must be at least 1, not {ack_every!r}")
-    transport = load_transport(connect) if isinstance(connect, str) else None
+    if isinstance(connect, str):
+        chosen: Transport | None = pick_transport(connect, transport)
+    elif transport is not None:
+        raise ValueError("transport goes with a URL, not with a function that connects")
+    else:
+        chosen = None
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            if transport is not None:
+            if chosen is not None:
                 url = connect
                 assert isinstance(url, str)
+                picked = chosen
 
                 async def connect_url() -> Channel:
-                    return await transport.connect(url, nursery=nursery, max_frame=max_frame)
+                    return await picked.connect(url, nursery=nursery, max_frame=max_frame)
 
                 opener: Connect = connect_url
             else:

@@ -10,8 +10,10 @@ from this connection's cursor on, a coalesced ``ack`` for the client's messages,
 finally the frame that ends the connection (``closed`` or a fatal ``error``).
 
 The writer never holds a copy of a message: it reads the encoded frame from the session's
-replay buffer by seq, so N connections cost N cursors, not N queues. Every send is bounded
-by ``send_timeout``; a peer that stops reading is dropped, never waited on forever.
+replay buffer by seq, so N connections cost N cursors, not N queues. What is ready goes
+in one ``send_many`` (up to :data:`BATCH_BYTES`): a replay of a thousand messages is a
+few writes, not a thousand. Every send is bounded by ``send_timeout``; a peer that stops
+reading is dropped, never waited on forever.
 
 Either loop ending ends the connection: the peer going away stops the writer; the final
 frame having been sent stops the reader. The session is then told the connection detached.
@@ -46,9 +48,12 @@ from ._protocol import (
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["Connection"]
+__all__ = ["BATCH_BYTES", "Connection"]
 
 log = logging.getLogger("statesession")
+
+#: A writer gathers frames that are ready into one send_many up to about this many bytes.
+BATCH_BYTES = 65536
 
 
 class Connection:
@@ -245,19 +250,38 @@ class Connection:
         session = self.session
         buffer = session._delivery.buffer
         send = self.channel.send
+        send_many = self.channel.send_many
+        next_frame = self._next_frame
         timeout = session._manager.config.send_timeout
         scope = self._scope
         assert scope is not None
         try:
             while True:
-                text, last = self._next_frame(buffer)
+                text, last = next_frame(buffer)
                 if text is None:
                     # (A held-back ack wakes the writers when due: see Session.receive.)
                     await session._writers.park()
                     continue
+                batch: list[str] | None = None
+                if not last:
+                    # Whatever else is ready goes in the same write.
+                    size = len(text)
+                    while size < BATCH_BYTES:
+                        more, last = next_frame(buffer)
+                        if more is None:
+                            break
+                        if batch is None:
+                            batch = [text]
+                        batch.append(more)
+                        size += len(more)
+                        if last:
+                            break
                 self._sending_since = now = trio.current_time()
                 scope.deadline = now + timeout
-                await send(text)
+                if batch is None:
+                    await send(text)
+                else:
+                    await send_many(batch)
                 scope.deadline = math.inf
                 self._sending_since = None
                 if last:

@@ -30,7 +30,7 @@ from ._exceptions import TransportError
 if TYPE_CHECKING:
     from ._manager import SessionManager
 
-__all__ = ["ENTRY_POINT_GROUP", "Transport", "load_transport", "serve"]
+__all__ = ["ENTRY_POINT_GROUP", "Transport", "load_transport", "pick_transport", "serve"]
 
 ENTRY_POINT_GROUP = "statesession.transports"
 
@@ -100,16 +100,29 @@ def load_transport(name_or_url: str) -> Transport:
     return transport
 
 
+def pick_transport(url: str, transport: str | Transport | None) -> Transport:
+    """The transport to reach ``url`` with: ``transport`` (a name or an instance) when
+    given, else the one registered for the URL's scheme."""
+    if transport is None:
+        return load_transport(url)
+    if isinstance(transport, str):
+        return load_transport(transport)
+    if not isinstance(transport, Transport):
+        raise TypeError(f"transport must be a name or a Transport, not {transport!r}")
+    return transport
+
+
 async def serve(
     manager: SessionManager,
     url: str = "ws://127.0.0.1:8765/",
     *,
+    transport: str | Transport | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``manager``'s sessions at ``url`` (``ws://``, ``tcp://``, or any registered
-    scheme) until cancelled. With ``await nursery.start(serve, manager, url)``, returns the
-    URL actually listened on once connections are accepted."""
-    transport = load_transport(url)
-    await transport.serve(
+    scheme) until cancelled, with the transport registered for the URL's scheme or the one
+    ``transport`` names (``"websockets"``) or is. With ``await nursery.start(serve,
+    manager, url)``, returns the URL actually listened on once connections are accepted."""
+    await pick_transport(url, transport).serve(
         manager.serve_channel, url, config=manager.config, task_status=task_status
     )

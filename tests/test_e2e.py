@@ -23,9 +23,10 @@ from statesession._protocol import decode_server_frame
 from statesession_tcp import FrameDecoder, encode_frame
 
 from .helpers import live_tasks
-from .transports import net_server
+from .transports import net_server, scheme_of
 
-TRANSPORTS = ["websocket", "tcp"]
+TRANSPORTS = ["websocket", "websockets", "tcp"]
+WS_TRANSPORTS = ["websocket", "websockets"]
 QUICK = SessionConfig(
     reconnect_window=2.0,
     heartbeat_interval=0.5,
@@ -64,7 +65,7 @@ async def test_e2e_resume_after_server_side_connection_is_killed(transport: str)
     each time and receives every message exactly once, in order."""
     async with (
         net_server(transport, streamer, config=QUICK) as server,
-        statesession.open_client(server.url, backoff=FAST_BACKOFF) as client,
+        statesession.open_client(server.url, transport=transport, backoff=FAST_BACKOFF) as client,
     ):
         await client.send({"count": 600})
         got: list[int] = []
@@ -72,7 +73,12 @@ async def test_e2e_resume_after_server_side_connection_is_killed(transport: str)
             while len(got) < 600:
                 got.append(await client.receive())
                 if len(got) in (100, 300, 450):
+                    # (The client may hold messages it read before the reset: wait for
+                    # it to reconnect, so that the next reset hits the new connection.)
+                    connects = client.statistics().connects
                     await abort(server.channels[-1])
+                    while client.statistics().connects == connects:  # noqa: ASYNC110
+                        await trio.sleep(0.005)
         assert got == list(range(600))
         assert client.statistics().connects == 4
         (session,) = server.manager.sessions.values()
@@ -129,9 +135,9 @@ async def closed_by_server(stream: trio.SocketStream, within: float) -> bytes:
             received += data
 
 
-async def bystander_works(url: str) -> None:
+async def bystander_works(url: str, transport: str) -> None:
     with trio.fail_after(10):
-        async with statesession.open_client(url) as client:
+        async with statesession.open_client(url, transport=transport) as client:
             await client.send("ok?")
             assert await client.receive() == "ok?"
 
@@ -139,13 +145,13 @@ async def bystander_works(url: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_e2e_garbage_bytes_close_only_that_connection(transport: str) -> None:
     async with net_server(transport, echo, config=QUICK) as server:
-        async with statesession.open_client(server.url) as bystander:
+        async with statesession.open_client(server.url, transport=transport) as bystander:
             async with await raw_connection(server.url) as stream:
                 await stream.send_all(b"\x00\xff\xfe garbage\r\n\r\n" * 10)
                 await closed_by_server(stream, within=5)
             await bystander.send("still here")
             assert await bystander.receive() == "still here"
-        await bystander_works(server.url)
+        await bystander_works(server.url, transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -159,7 +165,7 @@ async def test_e2e_slowloris_is_dropped_after_the_handshake_timeout(transport: s
             await closed_by_server(stream, within=5)
         assert trio.current_time() - started < 3
         assert server.manager.statistics().handshakes == 0
-        await bystander_works(server.url)
+        await bystander_works(server.url, transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -181,7 +187,7 @@ async def test_e2e_oversized_frame_is_refused(transport: str) -> None:
         # TCP reports it in an error frame; WebSocket closes with 1009 (Message Too Big).
         assert errors or isinstance(ended, statesession.FrameTooLargeError)
         await channel.aclose()
-        await bystander_works(server.url)
+        await bystander_works(server.url, transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -190,15 +196,18 @@ async def test_e2e_client_sending_an_oversized_message_gets_a_final_error(
 ) -> None:
     """The client does not reconnect and resend the same oversized frame forever."""
     async with net_server(transport, echo, config=QUICK) as server:
-        async with statesession.open_client(server.url, backoff=FAST_BACKOFF) as client:
+        async with statesession.open_client(
+            server.url, transport=transport, backoff=FAST_BACKOFF
+        ) as client:
             await client.send("x" * 100_000)
             with pytest.raises(RemoteError, match="frame_too_large"), trio.fail_after(5):
                 await client.receive()
             assert client.statistics().connects == 1
-        await bystander_works(server.url)
+        await bystander_works(server.url, transport)
 
 
-async def test_e2e_a_thousand_connections_at_once_leak_nothing() -> None:
+@pytest.mark.parametrize("transport", WS_TRANSPORTS)
+async def test_e2e_a_thousand_connections_at_once_leak_nothing(transport: str) -> None:
     """1,000 clients connect at once over WebSocket; each gets a session; another session
     is unaffected; when they leave, the task count is back where it started."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -207,11 +216,11 @@ async def test_e2e_a_thousand_connections_at_once_leak_nothing() -> None:
     # The crowd answers no pings: keep heartbeats out of it (opening 1,000 connections
     # on a busy machine can take longer than QUICK's heartbeat timeout).
     config = attrs.evolve(QUICK, heartbeat_interval=30.0, heartbeat_timeout=60.0)
-    async with net_server("websocket", echo, config=config) as server:
-        loaded = statesession.load_transport("websocket")
+    async with net_server(transport, echo, config=config) as server:
+        loaded = statesession.load_transport(transport)
         await trio.testing.wait_all_tasks_blocked(0.05)
         baseline = len(live_tasks())
-        async with statesession.open_client(server.url) as bystander:
+        async with statesession.open_client(server.url, transport=transport) as bystander:
             welcomed: list[Channel] = []
 
             async def one(nursery: trio.Nursery) -> None:
@@ -253,11 +262,12 @@ async def test_e2e_a_thousand_connections_at_once_leak_nothing() -> None:
         assert len(live_tasks()) == baseline
 
 
-async def test_e2e_websocket_close_codes_say_why() -> None:
+@pytest.mark.parametrize("transport", WS_TRANSPORTS)
+async def test_e2e_websocket_close_codes_say_why(transport: str) -> None:
     """A fatal error closes the WebSocket with its 4000-range code; a session that ended
     closes it normally (1000)."""
-    async with net_server("websocket", echo, config=QUICK) as server:
-        loaded = statesession.load_transport("websocket")
+    async with net_server(transport, echo, config=QUICK) as server:
+        loaded = statesession.load_transport(transport)
         refused = await loaded.connect(server.url, nursery=server.nursery, max_frame=65536)
         await refused.send('{"type":"hello","v":2}')
         assert '"bad_version"' in str(await refused.receive())
@@ -400,13 +410,15 @@ async def test_e2e_shutdown_with_a_distant_client_is_prompt(transport: str) -> N
     """Shutting down waits for each connection's goodbye (a WebSocket close handshake over
     a slow link) instead of cutting it off and waiting out send_timeout."""
     config = SessionConfig(send_timeout=5.0)
-    scheme = "ws" if transport == "websocket" else "tcp"
+    scheme = scheme_of(transport)
     stop, took = trio.Event(), []
     async with trio.open_nursery() as outer:
         server = await outer.start(stoppable_server, transport, echo, config, stop, took)
         port = int(server.url.rstrip("/").rsplit(":", 1)[1])
         proxy_port = await outer.start(slow_proxy, port, 0.1)
-        async with statesession.open_client(f"{scheme}://127.0.0.1:{proxy_port}/") as client:
+        async with statesession.open_client(
+            f"{scheme}://127.0.0.1:{proxy_port}/", transport=transport
+        ) as client:
             await client.send("hi")
             assert await client.receive() == "hi"
             stop.set()
@@ -476,8 +488,9 @@ async def test_e2e_connect_timeout_bounds_the_wait_for_welcome() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_e2e_websocket_connect_failure_names_the_cause() -> None:
-    loaded = statesession.load_transport("websocket")
+@pytest.mark.parametrize("transport", WS_TRANSPORTS)
+async def test_e2e_websocket_connect_failure_names_the_cause(transport: str) -> None:
+    loaded = statesession.load_transport(transport)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here
@@ -488,8 +501,9 @@ async def test_e2e_websocket_connect_failure_names_the_cause() -> None:
     assert isinstance(info.value.__cause__, OSError)
 
 
-async def test_e2e_serving_wss_without_tls_is_refused() -> None:
-    loaded = statesession.load_transport("wss")
+@pytest.mark.parametrize("transport", ["wss", "websockets"])
+async def test_e2e_serving_wss_without_tls_is_refused(transport: str) -> None:
+    loaded = statesession.load_transport(transport)
     async with trio.open_nursery() as nursery:
         with pytest.raises(statesession.TransportError, match="needs TLS"):
             await nursery.start(
@@ -512,7 +526,7 @@ def ipv6_loopback() -> bool:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_e2e_ipv6_urls_round_trip(transport: str) -> None:
     loaded = statesession.load_transport(transport)
-    scheme = "ws" if transport == "websocket" else "tcp"
+    scheme = scheme_of(transport)
     async with trio.open_nursery() as nursery, statesession.open_manager(echo) as manager:
         url = await nursery.start(
             lambda task_status: loaded.serve(
@@ -523,7 +537,7 @@ async def test_e2e_ipv6_urls_round_trip(transport: str) -> None:
             )
         )
         assert url.startswith(f"{scheme}://[::1]:")
-        async with statesession.open_client(url) as client:
+        async with statesession.open_client(url, transport=transport) as client:
             await client.send("v6")
             assert await client.receive() == "v6"
         nursery.cancel_scope.cancel()

@@ -357,6 +357,48 @@ async def test_session_resumes_within_the_window_with_replay(
         assert session.state == "active"
 
 
+async def test_session_replay_goes_out_in_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Resuming replays what is buffered with a few send_many calls of about BATCH_BYTES
+    each, not one send per message, and in order."""
+    from statesession._connection import BATCH_BYTES
+
+    async def app(session: statesession.Session) -> None:
+        async for message in session:
+            for i in range(message.data):
+                await session.send(f"{i:04d}" + "x" * 96)
+
+    config = SessionConfig(buffer_messages=2000)
+    async with serving(app, config=config) as served:
+        peer, welcome = await served.new_session()
+        await peer.send({"type": "msg", "seq": 1, "data": 1000})
+        await peer.receive_type("msg")
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(peer.channel, MemoryChannel)
+        peer.channel.cut()
+        await trio.testing.wait_all_tasks_blocked()
+        again = await served.peer()
+        server_end = served.server_channels[-1]
+        batches: list[list[str]] = []
+        send_many = server_end.send_many
+
+        async def recorded(frames: Any) -> None:
+            batches.append(list(frames))
+            await send_many(frames)
+
+        server_end.send_many = recorded  # type: ignore[method-assign]
+        await again.hello(
+            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=0
+        )
+        got = [(await again.receive_type("msg"))["data"] for _ in range(1000)]
+        assert got == [f"{i:04d}" + "x" * 96 for i in range(1000)]
+        replayed = [frame for batch in batches for frame in batch if '"msg"' in frame]
+        assert len(replayed) == 1000
+        assert len(batches) <= 4
+        assert all(sum(map(len, batch)) < BATCH_BYTES + 200 for batch in batches)
+
+
 async def test_session_window_expiry_terminates(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -20,9 +20,9 @@ from statesession.testing import (
 )
 from statesession_tcp import TcpChannel
 
-from .transports import MAX_FRAME, pair_opener
+from .transports import MAX_FRAME, pair_opener, scheme_of
 
-TRANSPORTS = ["memory", "websocket", "tcp"]
+TRANSPORTS = ["memory", "websocket", "websockets", "tcp"]
 
 
 @pytest.mark.parametrize("check", sorted(CONFORMANCE_CHECKS))
@@ -97,11 +97,11 @@ async def test_transport_conformance_of_the_documented_example_transport(
     await check_channel_pair(open_pair, max_frame=MAX_FRAME)
 
 
-@pytest.mark.parametrize("transport", ["websocket", "tcp"])
+@pytest.mark.parametrize("transport", ["websocket", "websockets", "tcp"])
 async def test_transport_rules(transport: str) -> None:
     """serve reports a reachable URL, one failing connection does not stop the server,
     and connecting where nothing listens fails with the documented errors."""
-    scheme = "ws" if transport == "websocket" else transport
+    scheme = scheme_of(transport)
     await check_transport(load_transport(transport), f"{scheme}://127.0.0.1:0/")
 
 

@@ -15,6 +15,11 @@ from statesession.testing import memory_channel_pair
 MAX_FRAME = 256 * 1024
 
 
+def scheme_of(transport: str) -> str:
+    """The URL scheme a transport is served at."""
+    return "ws" if transport in ("websocket", "websockets") else transport
+
+
 def pair_opener(
     name: str, *, max_frame: int = MAX_FRAME
 ) -> Callable[[], AbstractAsyncContextManager[tuple[Channel, Channel]]]:
@@ -41,7 +46,7 @@ def pair_opener(
             await handed.send(channel)
             await done.wait()
 
-        scheme = "ws" if name == "websocket" else name
+        scheme = scheme_of(name)
         async with trio.open_nursery() as nursery:
             url = await nursery.start(
                 lambda task_status: transport.serve(
@@ -82,7 +87,7 @@ async def net_server(
 ) -> AsyncIterator[NetServer]:
     config = config or SessionConfig()
     loaded = statesession.load_transport(transport)
-    scheme = "ws" if transport == "websocket" else transport
+    scheme = scheme_of(transport)
     async with trio.open_nursery() as nursery:
         async with statesession.open_manager(app, config=config) as manager:  # type: ignore[arg-type]
             server: NetServer

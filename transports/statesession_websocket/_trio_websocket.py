@@ -1,13 +1,10 @@
-"""The WebSocket transport, on trio-websocket: one text message = one frame."""
+"""The ``websocket`` transport, on trio-websocket: one text message = one frame."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
-import struct
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
@@ -27,28 +24,20 @@ from statesession import (
     TransportError,
 )
 
-__all__ = ["CLOSE_CODES", "DEFAULT_PORT", "WebSocketChannel", "WebSocketTransport", "transport"]
+from ._common import (
+    CLOSE_CODES,
+    MESSAGE_TOO_BIG,
+    RECEIVE_SIZE,
+    address,
+    first_cause,
+    listen,
+    reset,
+    url_host,
+)
+
+__all__ = ["WebSocketChannel", "WebSocketTransport", "transport"]
 
 log = logging.getLogger("statesession.websocket")
-
-DEFAULT_PORT = 8765
-
-#: The WebSocket close code for each fatal protocol error (1000 for a normal close).
-CLOSE_CODES: dict[str | None, int] = {
-    None: 1000,
-    "bad_frame": 4000,
-    "bad_version": 4001,
-    "handshake_timeout": 4002,
-    "unknown_session": 4003,
-    "bad_token": 4004,
-    "resume_gap": 4005,
-    "session_limit": 4006,
-    "frame_too_large": 4007,
-    "terminated": 4008,
-    "server_shutdown": 4009,
-}
-_MESSAGE_TOO_BIG = 1009
-_RECEIVE_SIZE = 65536
 
 
 class WebSocketChannel(Channel):
@@ -84,7 +73,7 @@ class WebSocketChannel(Channel):
         if reason is None:
             return ChannelBrokenError(f"{self._peer}: the connection broke")
         detail = f": {reason.reason}" if reason.reason else ""
-        if reason.code == _MESSAGE_TOO_BIG and receiving:
+        if reason.code == MESSAGE_TOO_BIG and receiving:
             # 1009 (Message Too Big): a frame over a limit -- ours (max_frame) or the
             # peer's -- ended the connection.
             return FrameTooLargeError(None, self._max_frame)
@@ -129,38 +118,9 @@ class WebSocketChannel(Channel):
         """Reset the TCP connection (RST) without a close handshake, as a crashed peer or a
         failed network would."""
         self._closed = True
-        stream = self.stream
-        if stream is not None:
-            sock = stream.socket if isinstance(stream, trio.SocketStream) else None
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            await trio.aclose_forcefully(stream)
+        if self.stream is not None:
+            await reset(self.stream)
         self.closed.set()
-
-
-def _first_cause(exc: BaseException) -> BaseException:
-    """The error a nursery's exception group was raised for."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _address(url: str, *, default_port: int) -> tuple[str, int, str, bool]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise TransportError(f"not a ws:// or wss:// URL: {url!r}")
-    secure = parts.scheme == "wss"
-    try:
-        port = parts.port
-        if port is None:
-            port = 443 if secure else default_port
-    except ValueError as exc:
-        raise TransportError(f"bad port in {url!r}: {exc}") from None
-    return parts.hostname or "127.0.0.1", port, parts.path or "/", secure
 
 
 class WebSocketTransport(Transport):
@@ -184,7 +144,7 @@ class WebSocketTransport(Transport):
         config: SessionConfig,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        host, port, _path, secure = _address(url, default_port=DEFAULT_PORT)
+        host, port, _path, secure = address(url)
         if secure and self.ssl_context is None:
             raise TransportError(
                 f"serving {url} needs TLS: use WebSocketTransport(ssl_context=...) or a ws:// URL"
@@ -198,18 +158,11 @@ class WebSocketTransport(Transport):
             finally:
                 await trio.aclose_forcefully(stream)
 
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        if port == 0:
-            # Each address a host name resolves to would get a port of its own; keep one,
-            # so the URL reported is the whole truth.
-            for extra in listeners[1:]:
-                await extra.aclose()
-            listeners = listeners[:1]
-        bound = listeners[0].socket.getsockname()
+        listeners, bound_host, bound_port = await listen(host, port)
         scheme = "ws" if self.ssl_context is None else "wss"
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, on_connection, listeners)
-            task_status.started(f"{scheme}://{_url_host(bound[0])}:{bound[1]}/")
+            task_status.started(f"{scheme}://{bound_host}:{bound_port}/")
 
     async def _serve_one(
         self,
@@ -231,7 +184,7 @@ class WebSocketTransport(Transport):
                     nursery,
                     transport_stream,
                     max_message_size=config.max_frame,
-                    receive_buffer_size=_RECEIVE_SIZE,
+                    receive_buffer_size=RECEIVE_SIZE,
                 )
                 connection = await request.accept()
                 channel = WebSocketChannel(
@@ -259,7 +212,7 @@ class WebSocketTransport(Transport):
         max_frame: int,
         task_status: trio.TaskStatus[Channel] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        host, port, path, secure = _address(url, default_port=DEFAULT_PORT)
+        host, port, path, secure = address(url)
         started = False
         stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
         try:
@@ -275,10 +228,10 @@ class WebSocketTransport(Transport):
                 connection = await wrap_client_stream(
                     inner,
                     stream,
-                    _url_host(host) if port in (80, 443) else f"{_url_host(host)}:{port}",
+                    url_host(host) if port in (80, 443) else f"{url_host(host)}:{port}",
                     path,
                     max_message_size=max_frame,
-                    receive_buffer_size=_RECEIVE_SIZE,
+                    receive_buffer_size=RECEIVE_SIZE,
                 )
                 channel = WebSocketChannel(connection, stream, max_frame=max_frame)
                 task_status.started(channel)
@@ -288,7 +241,7 @@ class WebSocketTransport(Transport):
         except Exception as exc:
             # Before the channel is handed over, a failure is the caller's to see; after,
             # the channel reports the broken connection itself.
-            cause = _first_cause(exc)
+            cause = first_cause(exc)
             if not started:
                 raise ChannelBrokenError(f"could not open {url}: {cause}") from cause
             log.info("connection to %s ended: %s", url, cause)

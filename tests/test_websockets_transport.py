@@ -1,0 +1,268 @@
+"""The ``websockets`` transport beyond the conformance suite: it interoperates with the
+trio-websocket one, answers the WebSocket protocol's own frames (ping, fragments, a plain
+HTTP request) without a task of its own, and writes a batch of frames at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from websockets.client import ClientProtocol
+from websockets.frames import TEXT, Frame
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+import statesession
+from statesession import Channel, SessionConfig
+
+from .transports import net_server
+
+
+async def echo(session: statesession.Session) -> None:
+    async for message in session:
+        await session.send(message.data)
+
+
+@pytest.mark.parametrize(
+    ("server", "client"), [("websockets", "websocket"), ("websocket", "websockets")]
+)
+async def test_either_websocket_transport_talks_to_the_other(server: str, client: str) -> None:
+    async with (
+        net_server(server, echo) as served,
+        statesession.open_client(served.url, transport=client) as session,
+    ):
+        for i in range(50):
+            await session.send({"n": i, "pad": "é" * i})
+        with trio.fail_after(10):
+            got = [await session.receive() for _ in range(50)]
+        assert got == [{"n": i, "pad": "é" * i} for i in range(50)]
+
+
+@asynccontextmanager
+async def frame_echo(max_frame: int = 65536) -> AsyncIterator[tuple[str, list[Channel]]]:
+    """A ``websockets`` server that echoes every frame back, and its channels."""
+    transport = statesession.load_transport("websockets")
+    channels: list[Channel] = []
+
+    async def handler(channel: Channel) -> None:
+        channels.append(channel)
+        try:
+            while True:
+                await channel.send((await channel.receive()).decode())  # type: ignore[union-attr]
+        except statesession.ChannelError:
+            pass
+
+    config = SessionConfig(max_frame=max_frame, send_timeout=2.0, handshake_timeout=2.0)
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            lambda task_status: transport.serve(
+                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
+            )
+        )
+        yield url, channels
+        nursery.cancel_scope.cancel()
+
+
+class RawClient:
+    """A WebSocket client driven by hand: websockets' client protocol over a trio stream,
+    for sending what neither transport sends (fragments, pings)."""
+
+    def __init__(self, stream: trio.SocketStream, protocol: ClientProtocol) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self.events: list[Any] = []
+
+    @classmethod
+    async def open(cls, url: str) -> RawClient:
+        uri = parse_uri(url)
+        client = cls(await trio.open_tcp_stream(uri.host, uri.port), ClientProtocol(uri))
+        client.protocol.send_request(client.protocol.connect())
+        await client.flush()
+        response = await client.next_event()
+        assert isinstance(response, Response)
+        assert response.status_code == 101
+        return client
+
+    async def flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                await self.stream.send_all(data)
+
+    async def next_event(self) -> Any:
+        with trio.fail_after(5):
+            while not self.events:
+                data = await self.stream.receive_some(65536)
+                if data:
+                    self.protocol.receive_data(data)
+                else:
+                    self.protocol.receive_eof()
+                self.events.extend(self.protocol.events_received())
+                await self.flush()
+                if not data and not self.events:
+                    raise EOFError("the server closed the connection")
+        return self.events.pop(0)
+
+
+async def test_a_fragmented_message_is_received_whole() -> None:
+    async with frame_echo() as (url, _):
+        client = await RawClient.open(url)
+        client.protocol.send_text(b'{"greeting":"h', fin=False)
+        client.protocol.send_continuation("é".encode(), fin=False)
+        client.protocol.send_continuation(b'llo"}', fin=True)
+        await client.flush()
+        frame = await client.next_event()
+        assert isinstance(frame, Frame)
+        assert (frame.opcode, frame.fin) == (TEXT, True)
+        assert frame.data.decode() == '{"greeting":"héllo"}'
+        await client.stream.aclose()
+
+
+async def test_a_ping_is_answered_by_the_receiving_task() -> None:
+    """A WebSocket ping is answered while the channel is being read: there is no task of
+    the transport's own to do it."""
+    async with frame_echo() as (url, _):
+        client = await RawClient.open(url)
+        client.protocol.send_ping(b"are you there")
+        await client.flush()
+        pong = await client.next_event()
+        assert isinstance(pong, Frame)
+        assert pong.data == b"are you there"
+        client.protocol.send_text(b'{"still":"works"}')
+        await client.flush()
+        echoed = await client.next_event()
+        assert echoed.data == b'{"still":"works"}'
+        await client.stream.aclose()
+
+
+async def test_a_cancelled_receive_keeps_a_pong_and_the_frame_after_it() -> None:
+    """Receives cancelled over and over while pings and frames arrive lose nothing."""
+    transport = statesession.load_transport("websockets")
+    taken: list[Channel] = []
+    ready = trio.Event()
+
+    async def handler(channel: Channel) -> None:
+        taken.append(channel)
+        ready.set()
+        await trio.sleep_forever()
+
+    config = SessionConfig(send_timeout=2.0)
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            lambda task_status: transport.serve(
+                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
+            )
+        )
+        client = await RawClient.open(url)
+        with trio.fail_after(5):
+            await ready.wait()
+        (server,) = taken
+        for i in range(20):
+            client.protocol.send_ping(str(i).encode())
+            client.protocol.send_text(f'{{"n":{i}}}'.encode())
+        await client.flush()
+        # Every receive is cancelled right after it read the socket, as it answers the
+        # pings.
+        protocol: Any = server.protocol  # type: ignore[attr-defined]
+        receive_data = protocol.receive_data
+        scopes: list[trio.CancelScope] = []
+
+        def receive_then_cancel(data: bytes) -> None:
+            receive_data(data)
+            scopes[-1].cancel()
+
+        protocol.receive_data = receive_then_cancel
+        got: list[bytes] = []
+        with trio.fail_after(10):
+            while len(got) < 20:
+                with trio.CancelScope() as scope:
+                    scopes.append(scope)
+                    got.append(await server.receive())  # type: ignore[arg-type]
+        assert got == [f'{{"n":{i}}}'.encode() for i in range(20)]
+        pongs = [(await client.next_event()).data for _ in range(20)]
+        assert pongs == [str(i).encode() for i in range(20)]
+        await client.stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_plain_http_request_is_answered_and_ends_only_itself() -> None:
+    async with frame_echo() as (url, _):
+        host, port = url.split("//")[1].rstrip("/").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            with trio.fail_after(5):
+                while data := await stream.receive_some(65536):
+                    answer += data
+        status = answer.split(b"\r\n", 1)[0]
+        assert status.startswith(b"HTTP/1.1 4"), status
+        client = await RawClient.open(url)
+        client.protocol.send_text(b'{"bystander":"fine"}')
+        await client.flush()
+        assert (await client.next_event()).data == b'{"bystander":"fine"}'
+        await client.stream.aclose()
+
+
+async def test_send_many_writes_a_batch_at_once() -> None:
+    transport = statesession.load_transport("websockets")
+    async with frame_echo() as (url, _), trio.open_nursery() as nursery:
+        channel = await transport.connect(url, nursery=nursery, max_frame=65536)
+        stream: Any = channel.stream  # type: ignore[attr-defined]
+        writes = 0
+        send_all = stream.send_all
+
+        async def counted(data: bytes) -> None:
+            nonlocal writes
+            writes += 1
+            await send_all(data)
+
+        stream.send_all = counted
+        frames = [f'{{"n":{i}}}' for i in range(1000)]
+        await channel.send_many(frames)
+        assert writes == 1
+        with trio.fail_after(10):
+            got = [(await channel.receive()).decode() for _ in frames]  # type: ignore[union-attr]
+        assert got == frames
+        await channel.aclose()
+
+
+async def test_an_idle_connection_holds_no_task() -> None:
+    """The server side of a connection runs in the task that serves it, and in no other."""
+    async with frame_echo() as (url, channels):
+        await trio.testing.wait_all_tasks_blocked()
+        before = len(_all_tasks())
+        clients = [await RawClient.open(url) for _ in range(5)]
+        with trio.fail_after(5):
+            while len(channels) < 5:  # noqa: ASYNC110 - polls the server
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(_all_tasks()) - before == 5
+        for client in clients:
+            await client.stream.aclose()
+
+
+def _all_tasks() -> list[trio.lowlevel.Task]:
+    found: list[trio.lowlevel.Task] = []
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        found.append(task)
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return found
+
+
+def test_importing_the_package_loads_no_websocket_library() -> None:
+    """Either WebSocket transport loads without the other's library."""
+    code = (
+        "import sys, statesession_websocket as w; "
+        "assert w.CLOSE_CODES['bad_token'] == 4004; "
+        "print(sorted(m for m in ('trio_websocket', 'websockets') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,484 @@
+"""The ``websockets`` transport: websockets' sans-I/O protocol, driven by trio streams.
+
+Theory of operation
+-------------------
+websockets' ``ServerProtocol`` and ``ClientProtocol`` parse and build WebSocket frames
+without doing any I/O. A :class:`WebsocketsChannel` moves their bytes itself, in the task
+that calls it, and runs no task of its own: ``receive`` reads the socket and feeds the
+parser until a whole message is out; ``send`` frames one message and writes it. Where
+trio-websocket hands every message from its reader task to the caller through a memory
+channel, here a received frame reaches the caller without a task switch, and an idle
+connection holds no task, nursery or channel.
+
+*Writes.* Whichever task writes, writes everything the protocol has queued. What the
+protocol answers on its own while receiving (a pong, the reply to a close frame) is
+written by the receiving task when no write is under way, and otherwise goes out with
+the write under way. A receiving task's write is shielded from cancellation and bounded
+by ``close_timeout``, so a cancelled ``receive`` still loses nothing. :meth:`send_many`
+frames several messages and writes them at once, one system call for a whole replay.
+
+*Closing.* ``aclose`` sends the close frame, then reads (and drops) what the peer still
+sends until it closes too, for at most ``close_timeout`` or :data:`LINGER` seconds:
+closing a socket that has unread input would reset the connection and throw away the
+last frames sent. It then closes the socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
+from typing import Any
+
+import trio
+from websockets.client import ClientProtocol
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import BINARY, CONT, TEXT, Frame
+from websockets.http11 import Request, Response
+from websockets.protocol import SEND_EOF, State
+from websockets.server import ServerProtocol
+from websockets.uri import WebSocketURI
+
+from statesession import (
+    Channel,
+    ChannelBrokenError,
+    ChannelClosedError,
+    ChannelError,
+    FrameTooLargeError,
+    SessionConfig,
+    Transport,
+    TransportError,
+)
+
+from ._common import CLOSE_CODES, MESSAGE_TOO_BIG, RECEIVE_SIZE, address, listen, reset
+
+__all__ = ["LINGER", "WebsocketsChannel", "WebsocketsTransport", "transport"]
+
+log = logging.getLogger("statesession.websockets")
+
+#: Seconds a closing channel waits for its peer to close too (see ``aclose``).
+LINGER = 2.0
+
+_OPEN = State.OPEN
+_Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+_Protocol = ServerProtocol | ClientProtocol
+
+
+def _peer_of(stream: _Stream) -> str:
+    raw = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    assert isinstance(raw, trio.SocketStream)
+    try:
+        host, port = raw.socket.getpeername()[:2]
+    except OSError:
+        return "ws:?"
+    return f"ws:{host}:{port}"
+
+
+class WebsocketsChannel(Channel):
+    """A Channel over one WebSocket connection (text messages), driven in its callers'
+    tasks."""
+
+    __slots__ = (
+        "_close_timeout",
+        "_closed",
+        "_done",
+        "_ended",
+        "_fragments",
+        "_max_frame",
+        "_messages",
+        "_peer",
+        "_write_failed",
+        "_writing",
+        "_written",
+        "protocol",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        stream: _Stream,
+        protocol: _Protocol,
+        *,
+        max_frame: int,
+        close_timeout: float = 10.0,
+        events: Iterable[object] = (),
+    ) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self._max_frame = max_frame
+        self._close_timeout = close_timeout
+        self._peer = _peer_of(stream)
+        self._closed = False
+        #: The socket reached its end (EOF or an error): nothing more will be read.
+        self._ended = False
+        #: Whole messages parsed and not yet returned by ``receive``.
+        self._messages: deque[bytes] = deque()
+        #: The parts of a fragmented message being received.
+        self._fragments: list[bytes] = []
+        self._writing = False
+        self._written: trio.lowlevel.ParkingLot | None = None
+        #: Why writing failed (a write cut short leaves a frame half sent).
+        self._write_failed: BaseException | None = None
+        #: Set once the socket is closed (for a task that owns the channel).
+        self._done: trio.Event | None = None
+        self._take(events)
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _closed_error(self) -> ChannelClosedError:
+        return ChannelClosedError(f"{self._peer} was closed by this side")
+
+    def _broken(self) -> ChannelBrokenError | ChannelClosedError:
+        """Why the connection can carry no more (the peer closed it, or it broke)."""
+        if self._closed:
+            return self._closed_error()
+        protocol = self.protocol
+        close = protocol.close_rcvd
+        if close is not None:
+            detail = f": {close.reason}" if close.reason else ""
+            return ChannelBrokenError(
+                f"{self._peer}: the connection was closed ({close.code}{detail})"
+            )
+        failure = protocol.parser_exc or self._write_failed
+        if failure is not None:
+            return ChannelBrokenError(f"{self._peer}: the connection broke ({failure})")
+        return ChannelBrokenError(f"{self._peer}: the connection broke")
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _take(self, events: Iterable[object]) -> None:
+        """Keep the messages among ``events`` (control frames were handled by the
+        protocol)."""
+        for event in events:
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            if opcode is TEXT or opcode is BINARY:
+                if event.fin:
+                    self._messages.append(bytes(event.data))
+                else:
+                    self._fragments = [bytes(event.data)]
+            elif opcode is CONT:
+                self._fragments.append(bytes(event.data))
+                if event.fin:
+                    self._messages.append(b"".join(self._fragments))
+                    self._fragments = []
+
+    async def receive(self) -> bytes:
+        if self._closed:
+            raise self._closed_error()
+        messages = self._messages
+        protocol = self.protocol
+        while not messages:
+            close = protocol.close_rcvd
+            if close is not None and close.code == MESSAGE_TOO_BIG:
+                # A frame over a limit -- ours or the peer's -- ended the connection.
+                raise FrameTooLargeError(None, self._max_frame)
+            if self._ended or close is not None:
+                raise self._broken()
+            if protocol.parser_exc is not None:
+                if isinstance(protocol.parser_exc, PayloadTooBig):
+                    raise FrameTooLargeError(None, self._max_frame)
+                raise self._broken()
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._ended = True
+                raise self._broken() from exc
+            if data:
+                protocol.receive_data(data)
+            else:
+                self._ended = True
+                protocol.receive_eof()
+            self._take(protocol.events_received())
+            if protocol.writes:
+                await self._answer()
+        return messages.popleft()
+
+    async def _answer(self) -> None:
+        """Write what the protocol answered while receiving, unless a write under way
+        will take it. Shielded and bounded: a receive's cancellation must lose nothing."""
+        if self._writing or self._write_failed is not None:
+            return
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._close_timeout
+            with suppress(ChannelError):  # the next receive or send reports it
+                await self._write()
+        if scope.cancelled_caught:
+            self._write_failed = trio.TooSlowError(
+                f"the peer took no data for {self._close_timeout:g} s"
+            )
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, frame: str) -> None:
+        if self._closed:
+            raise self._closed_error()
+        protocol = self.protocol
+        if protocol.state is not _OPEN or self._write_failed is not None:
+            raise self._broken()
+        protocol.send_text(frame.encode())
+        await self._write()
+
+    async def send_many(self, frames: Iterable[str]) -> None:
+        """Send several frames with one write (as a replay does)."""
+        if self._closed:
+            raise self._closed_error()
+        protocol = self.protocol
+        if protocol.state is not _OPEN or self._write_failed is not None:
+            raise self._broken()
+        send_text = protocol.send_text
+        for frame in frames:
+            send_text(frame.encode())
+        await self._write()
+
+    async def _write(self) -> None:
+        """Write everything the protocol has queued; raise ChannelBrokenError if the
+        connection cannot take it. If another task is writing, wait for it: it writes
+        what was queued here too."""
+        if self._writing:
+            if self._written is None:
+                self._written = trio.lowlevel.ParkingLot()
+            await self._written.park()
+            if self._write_failed is not None:
+                raise self._broken()
+            return
+        self._writing = True
+        protocol = self.protocol
+        stream = self.stream
+        try:
+            while chunks := protocol.data_to_send():
+                eof = chunks[-1] == SEND_EOF
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if data:
+                    await stream.send_all(data)
+                if eof and isinstance(stream, trio.SocketStream):
+                    await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._write_failed = exc
+            raise self._broken() from exc
+        except BaseException as exc:  # cancelled mid-write: a frame may be half sent
+            self._write_failed = exc
+            raise
+        finally:
+            self._writing = False
+            if self._written is not None:
+                self._written.unpark_all()
+
+    # -- closing ----------------------------------------------------------------------------
+
+    async def aclose(self, error: str | None = None) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        protocol = self.protocol
+        try:
+            with trio.move_on_after(min(self._close_timeout, LINGER)):
+                if protocol.state is _OPEN:
+                    protocol.send_close(CLOSE_CODES.get(error, 4000), error or "")
+                if self._write_failed is None:
+                    await self._write()
+                # Read until the peer closes too: its close frame, then its EOF.
+                while not self._ended:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        break
+                    protocol.receive_data(data)
+                    protocol.events_received()
+                    if protocol.writes and self._write_failed is None:
+                        await self._write()
+        except (
+            ChannelError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.BusyResourceError,
+        ):
+            pass
+        finally:
+            self._ended = True
+            await trio.aclose_forcefully(self.stream)
+            if self._done is not None:
+                self._done.set()
+
+    async def abort(self) -> None:
+        """Reset the TCP connection (RST) without a close handshake, as a crashed peer or a
+        failed network would."""
+        self._closed = self._ended = True
+        await reset(self.stream)
+        if self._done is not None:
+            self._done.set()
+
+    async def _close_with(self, task_status: trio.TaskStatus[None]) -> None:
+        """Run until the channel is closed; close its socket if cancelled first (a client
+        connection lives no longer than the nursery it was opened in)."""
+        self._done = trio.Event()
+        task_status.started()
+        try:
+            await self._done.wait()
+        finally:
+            if not self._done.is_set():
+                self._closed = self._ended = True
+                await trio.aclose_forcefully(self.stream)
+
+
+async def _read_handshake(stream: _Stream, protocol: _Protocol) -> list[object]:
+    """Feed ``protocol`` until its handshake event (and whatever came with it) is out;
+    ``[]`` if the peer closed first."""
+    while True:
+        data = await stream.receive_some(RECEIVE_SIZE)
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        events: list[Any] = protocol.events_received()
+        if events or not data or protocol.state is State.CLOSED:
+            return events
+        if protocol.handshake_exc is not None:
+            return []
+
+
+async def _flush(stream: _Stream, protocol: _Protocol) -> None:
+    """Write what ``protocol`` queued during the handshake."""
+    for chunk in protocol.data_to_send():
+        if chunk:
+            await stream.send_all(chunk)
+        elif isinstance(stream, trio.SocketStream):
+            await stream.send_eof()
+
+
+class WebsocketsTransport(Transport):
+    """``ws://host:port/path`` (and ``wss://``) on websockets' sans-I/O protocol: one
+    text message per frame, no task per connection.
+
+    Not registered for the ``ws``/``wss`` schemes (the ``websocket`` transport is); pick
+    it by name: ``serve(manager, url, transport="websockets")``,
+    ``open_client(url, transport="websockets")``, ``statesession serve --transport
+    websockets``. Each connection -- its HTTP upgrade included -- is its own error
+    boundary, so nothing one client does can end another connection or the server.
+    """
+
+    name = "websockets"
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        #: Serve ``wss://`` with this context (``None``: plain ``ws://``).
+        self.ssl_context = ssl_context
+
+    async def serve(
+        self,
+        handler: Callable[[Channel], Awaitable[None]],
+        url: str,
+        *,
+        config: SessionConfig,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        host, port, _path, secure = address(url)
+        if secure and self.ssl_context is None:
+            raise TransportError(
+                f"serving {url} needs TLS: use WebsocketsTransport(ssl_context=...) or a ws:// URL"
+            )
+
+        async def on_connection(stream: trio.SocketStream) -> None:
+            try:
+                await self._serve_one(stream, handler, config)
+            except Exception as exc:  # one connection's failure must not end the server
+                log.error("connection failed: %s", exc, exc_info=exc)
+            finally:
+                await trio.aclose_forcefully(stream)
+
+        listeners, bound_host, bound_port = await listen(host, port)
+        scheme = "ws" if self.ssl_context is None else "wss"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, on_connection, listeners)
+            task_status.started(f"{scheme}://{bound_host}:{bound_port}/")
+
+    async def _serve_one(
+        self,
+        raw: trio.SocketStream,
+        handler: Callable[[Channel], Awaitable[None]],
+        config: SessionConfig,
+    ) -> None:
+        channel = None
+        # The HTTP upgrade gets the handshake timeout: a client that never finishes it
+        # (slowloris) is dropped.
+        with trio.move_on_after(config.handshake_timeout):
+            channel = await self._accept(raw, config)
+        if channel is None:
+            return
+        try:
+            await handler(channel)
+        finally:
+            await channel.aclose()
+
+    async def _accept(
+        self, raw: trio.SocketStream, config: SessionConfig
+    ) -> WebsocketsChannel | None:
+        stream: _Stream = raw
+        if self.ssl_context is not None:
+            stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+        protocol = ServerProtocol(max_size=config.max_frame)
+        try:
+            events = await _read_handshake(stream, protocol)
+            request = events[0] if events else None
+            accepted = False
+            if isinstance(request, Request):
+                response = protocol.accept(request)
+                protocol.send_response(response)
+                accepted = response.status_code == 101
+            await _flush(stream, protocol)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("%s: the WebSocket handshake failed: %s", _peer_of(stream), exc)
+            return None
+        if not accepted:
+            log.info(
+                "%s: refused the WebSocket handshake: %s",
+                _peer_of(stream),
+                protocol.handshake_exc or "the client closed the connection",
+            )
+            return None
+        return WebsocketsChannel(
+            stream,
+            protocol,
+            max_frame=config.max_frame,
+            close_timeout=config.send_timeout,
+            events=events[1:],
+        )
+
+    async def connect(self, url: str, *, nursery: trio.Nursery, max_frame: int) -> Channel:
+        host, port, path, secure = address(url)
+        resource, _, query = path.partition("?")
+        uri = WebSocketURI(secure, host, port, resource, query)
+        stream: _Stream | None = None
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+            if secure:
+                stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=host)
+            protocol = ClientProtocol(uri, max_size=max_frame)
+            protocol.send_request(protocol.connect())
+            await _flush(stream, protocol)
+            events = await _read_handshake(stream, protocol)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise ChannelBrokenError(f"could not open {url}: {exc}") from exc
+        except BaseException:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise
+        if not events or not isinstance(events[0], Response) or protocol.handshake_exc:
+            await trio.aclose_forcefully(stream)
+            why = protocol.handshake_exc or "the server closed the connection"
+            raise ChannelBrokenError(f"could not open {url}: {why}")
+        channel = WebsocketsChannel(stream, protocol, max_frame=max_frame, events=events[1:])
+        await nursery.start(channel._close_with)
+        return channel
+
+
+#: The instance registered as the ``websockets`` transport.
+transport = WebsocketsTransport()
