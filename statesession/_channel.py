@@ -32,9 +32,11 @@ class Channel(abc.ABC):
     async def send_many(self, frames: Sequence[str]) -> None:
         """Send several frames, in order; return once the transport has taken them all.
 
-        The core sends what it has ready in one call (a replay, a burst). A transport
-        that can write them at once overrides this (one system call instead of one per
-        frame); the default sends them one by one. Cancellation is as for ``send``."""
+        A transport that can write several frames at once overrides this (one system
+        call instead of one per frame), and the core then hands it everything that is
+        ready (a replay, a burst), up to about 64 KiB per call; ``send_timeout`` bounds
+        each call. Channels that keep this default are sent frame by frame.
+        Cancellation is as for ``send``."""
         for frame in frames:
             await self.send(frame)
 

@@ -12,7 +12,7 @@ import trio.testing
 
 import statesession
 from statesession import Outcome, SessionClosedError, SessionConfig
-from statesession.testing import MemoryChannel
+from statesession.testing import FaultyChannel, MemoryChannel, memory_channel_pair
 
 from .helpers import RawPeer, Served, echo_app, serving, session_tasks
 
@@ -378,16 +378,19 @@ async def test_session_replay_goes_out_in_batches(
         assert isinstance(peer.channel, MemoryChannel)
         peer.channel.cut()
         await trio.testing.wait_all_tasks_blocked()
-        again = await served.peer()
-        server_end = served.server_channels[-1]
+        server_end, client_end = memory_channel_pair()
         batches: list[list[str]] = []
-        send_many = server_end.send_many
 
-        async def recorded(frames: Any) -> None:
-            batches.append(list(frames))
-            await send_many(frames)
+        class Batching(FaultyChannel):
+            """Takes batches (as a transport that writes them at once does)."""
 
-        server_end.send_many = recorded  # type: ignore[method-assign]
+            async def send_many(self, frames: Any) -> None:
+                batches.append(list(frames))
+                for frame in frames:
+                    await self.send(frame)
+
+        served.nursery.start_soon(served.manager.serve_channel, Batching(server_end))
+        again = RawPeer(client_end)
         await again.hello(
             session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=0
         )
@@ -397,6 +400,31 @@ async def test_session_replay_goes_out_in_batches(
         assert len(replayed) == 1000
         assert len(batches) <= 4
         assert all(sum(map(len, batch)) < BATCH_BYTES + 200 for batch in batches)
+
+
+async def test_session_send_timeout_bounds_each_send_not_their_sum(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Sends that each take less than send_timeout keep the connection however long they
+    add up to; one send that takes longer drops it."""
+    config = SessionConfig(send_timeout=1.0, heartbeat_interval=60, heartbeat_timeout=120)
+    async with serving(config=config) as served:
+        server_end, client_end = memory_channel_pair()
+        slow = FaultyChannel(server_end, delay=0.4)
+        served.nursery.start_soon(served.manager.serve_channel, slow)
+        peer = RawPeer(client_end)
+        welcome = await peer.hello()
+        session = served.manager.sessions[welcome["session"]]
+        for seq in range(1, 11):
+            await peer.send({"type": "msg", "seq": seq, "data": seq})
+        echoed = [(await peer.receive_type("msg", timeout=30))["data"] for _ in range(10)]
+        assert echoed == list(range(1, 11))
+        assert session.statistics().connections == 1
+        slow.delay = 2.0
+        await peer.send({"type": "msg", "seq": 11, "data": 11})
+        await trio.sleep(5)
+        assert session.state == "reconnecting"
+        assert session.statistics().connections == 0
 
 
 async def test_session_window_expiry_terminates(
