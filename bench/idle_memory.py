@@ -6,7 +6,9 @@ Baseline: per connection, an in-memory channel pair whose server side is held by
 waiting for a frame -- what a transport costs before any session exists. Measured: the
 same connection served by a statesession manager, with a welcomed, idle session whose app
 waits for a message. The kernel's share is the difference. Memory is what tracemalloc
-counts (Python allocations), the median of several runs.
+counts (Python allocations), the median of several runs, taken once every connection has
+been idle for ``--idle`` seconds (default 1.5: an idle connection's writer task ends after
+``WRITER_IDLE``, 1 s, and an idle session is one that has been idle a while).
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from _common import idle_app
 import statesession
 from statesession.testing import memory_channel_pair
 
+#: Seconds every connection is left idle before memory is measured (--idle).
+IDLE = 1.5
+
 
 async def measure(
     count: int,
+    idle: float,
     open_one: Callable[[trio.Nursery], Awaitable[object]],
     verify: Callable[[], None] = lambda: None,
 ) -> float:
@@ -38,6 +44,7 @@ async def measure(
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         keep += [await open_one(nursery) for _ in range(count)]
+        await trio.sleep(idle)
         await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
@@ -48,7 +55,7 @@ async def measure(
     return (after - before) / count
 
 
-async def baseline(count: int) -> float:
+async def baseline(count: int, idle: float) -> float:
     async def open_one(nursery: trio.Nursery) -> object:
         server, client = memory_channel_pair(buffer=1)
 
@@ -58,10 +65,10 @@ async def baseline(count: int) -> float:
         nursery.start_soon(handler)
         return client
 
-    return await measure(count, open_one)
+    return await measure(count, idle, open_one)
 
 
-async def sessions(count: int) -> float:
+async def sessions(count: int, idle: float) -> float:
     # Quiet and patient: creating 100,000 sessions takes longer than the default
     # heartbeat timeout, and these clients never answer a ping.
     hour = 3600.0
@@ -87,16 +94,21 @@ async def sessions(count: int) -> float:
             if live < count:
                 raise SystemExit(f"only {live} of {count} sessions were still active")
 
-        return await measure(count, open_one, verify)
+        return await measure(count, idle, open_one, verify)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=IDLE, help="seconds idle before measuring")
     args = parser.parse_args()
-    base = statistics.median(trio.run(baseline, args.sessions) for _ in range(args.runs))
-    full = statistics.median(trio.run(sessions, args.sessions) for _ in range(args.runs))
+    base = statistics.median(
+        trio.run(baseline, args.sessions, args.idle) for _ in range(args.runs)
+    )
+    full = statistics.median(
+        trio.run(sessions, args.sessions, args.idle) for _ in range(args.runs)
+    )
     print(f"{'idle, in memory':<28}{'bytes/connection':>18}{'KiB':>9}{'ratio':>8}")
     print(f"{'baseline (channel + task)':<28}{base:>18.0f}{base / 1024:>9.2f}{1:>8.2f}")
     print(f"{'statesession session':<28}{full:>18.0f}{full / 1024:>9.2f}{full / base:>8.2f}")

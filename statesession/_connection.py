@@ -50,12 +50,14 @@ from ._timers import Timer
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["BATCH_BYTES", "Connection"]
+__all__ = ["BATCH_BYTES", "WRITER_IDLE", "Connection"]
 
 log = logging.getLogger("statesession")
 
 #: A writer gathers frames that are ready into one send_many up to about this many bytes.
 BATCH_BYTES = 65536
+#: Seconds a connection's writer waits with nothing to send before it ends (see wake).
+WRITER_IDLE = 1.0
 
 
 class Connection:
@@ -68,10 +70,16 @@ class Connection:
         "_control",
         "_final",
         "_flush",
+        "_idle_since",
+        "_idle_timer",
+        "_nursery",
+        "_parked_writer",
         "_reack",
+        "_retiring",
         "_scope",
         "_send_timer",
         "_sending_since",
+        "_writer_running",
         "channel",
         "client",
         "close_error",
@@ -115,6 +123,15 @@ class Connection:
         self._sending_since: float | None = None
         #: Checks, send_timeout after a send began, that it is over (see _check_send).
         self._send_timer: Timer | None = None
+        #: The connection's nursery while it runs (the writer is started in it).
+        self._nursery: trio.Nursery | None = None
+        self._writer_running = False
+        #: The writer's task while it waits for something to send.
+        self._parked_writer: trio.lowlevel.Task | None = None
+        #: Since when the writer has waited, and the timer that retires it (see wake).
+        self._idle_since = 0.0
+        self._idle_timer: Timer | None = None
+        self._retiring = False
 
     # -- called by the session (synchronously) ------------------------------------------
 
@@ -150,14 +167,14 @@ class Connection:
     def queue(self, text: str) -> None:
         """Send a control frame ahead of buffered messages."""
         self._control.append(text)
-        self.session._writers.unpark_all()
+        self.wake()
 
     def finish(self, text: str, *, flush: bool) -> None:
         """End the connection with ``text``, after the pending messages if ``flush``."""
         if self._final is None:
             self._final = text
             self._flush = flush
-            self.session._writers.unpark_all()
+            self.wake()
 
     def fail(self, error: ProtocolError) -> None:
         """Tell the peer about ``error``; end the connection if it is fatal."""
@@ -168,6 +185,36 @@ class Connection:
             self.finish(error_text(error), flush=False)
         else:
             self.queue(error_text(error))
+
+    def wake(self) -> None:
+        """There may be something to send: wake the writer, or start it if it retired.
+
+        A writer that has had nothing to send for :data:`WRITER_IDLE` seconds ends (an
+        idle connection holds no writer task, about 2.3 KiB); the next frame to send
+        starts another."""
+        task = self._parked_writer
+        if task is not None:
+            self._parked_writer = None
+            trio.lowlevel.reschedule(task)
+        elif not self._writer_running and self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._write_loop)
+
+    def _retire_writer(self) -> None:
+        """The idle timer: end the writer if it has waited WRITER_IDLE seconds."""
+        self._idle_timer = None
+        if self._parked_writer is None:
+            return  # it is writing; the next wait arms the timer again
+        due = self._idle_since + WRITER_IDLE
+        if trio.current_time() >= due:
+            self._retiring = True
+            self.wake()
+        else:
+            self._idle_timer = self.session._manager._timers.arm(due, self._retire_writer)
+
+    def _abort_park(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._parked_writer = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def abort(self) -> None:
         """Drop the connection now, sending nothing more."""
@@ -187,14 +234,18 @@ class Connection:
             self._scope = nursery.cancel_scope
             if self._aborted:
                 nursery.cancel_scope.cancel()
+            self._nursery = nursery
+            self._writer_running = True
             nursery.start_soon(self._write_loop)
             try:
                 await self._read_loop()
             finally:
+                self._nursery = None
                 nursery.cancel_scope.cancel()
-                if self._send_timer is not None:
-                    self._send_timer.disarm()
-                    self._send_timer = None
+                for timer in (self._send_timer, self._idle_timer):
+                    if timer is not None:
+                        timer.disarm()
+                self._send_timer = self._idle_timer = None
         timeout = self.session._manager.config.send_timeout
         since = self._sending_since
         if since is not None and trio.current_time() - since >= timeout:
@@ -255,7 +306,7 @@ class Connection:
         if not await session._deliver(self, frame.seq, frame.data):
             # A duplicate (a resend after reconnecting): acknowledge it again, at once.
             self._reack = True
-            session._writers.unpark_all()
+            self.wake()
 
     async def _write_loop(self) -> None:
         session = self.session
@@ -270,13 +321,27 @@ class Connection:
         timeout = session._manager.config.send_timeout
         scope = self._scope
         assert scope is not None
+        wait = trio.lowlevel.wait_task_rescheduled
+        current_task = trio.lowlevel.current_task
+        ending = True
         try:
             while True:
                 text, last = next_frame(buffer)
                 if text is None:
-                    # (A held-back ack wakes the writers when due: see Session.receive.)
-                    await session._writers.park()
+                    if self._retiring:
+                        ending = False
+                        return
+                    # Wait to be woken (wake(); a held-back ack's timer wakes the writers
+                    # when due: see Session.receive).
+                    self._idle_since = trio.current_time()
+                    if self._idle_timer is None:
+                        self._idle_timer = timers.arm(
+                            self._idle_since + WRITER_IDLE, self._retire_writer
+                        )
+                    self._parked_writer = current_task()
+                    await wait(self._abort_park)
                     continue
+                self._retiring = False
                 batch: list[str] | None = None
                 if batching and not last:
                     # Whatever else is ready goes in the same write.
@@ -304,7 +369,10 @@ class Connection:
         except ChannelError:
             self._sending_since = None
         finally:
-            scope.cancel()
+            self._writer_running = False
+            self._retiring = False
+            if ending:
+                scope.cancel()
 
     def _check_send(self) -> None:
         """Drop the connection if its send under way began ``send_timeout`` ago; else

@@ -170,10 +170,10 @@ class Session:
     _delivery: Delivery = attrs.field(init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _jobs: Fifo[tuple[Callable[[], Any], _Reply | None]] = attrs.field(factory=Fifo, init=False)
-    _job_lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    #: The actor's task while it waits for a job (a parking lot would cost 250 bytes).
+    _actor_waiting: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
     _joining: list[tuple[Connection, int | None, _Reply]] = attrs.field(factory=list, init=False)
     _connections: list[Connection] = attrs.field(factory=list, init=False)
-    _writers: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _state_working: bool = attrs.field(default=False, init=False)
     #: The current state's timer (see ``_timers.py``), ``None`` when none is armed.
@@ -259,7 +259,7 @@ class Session:
         frame = f'{{"type":"msg","seq":{seq},"data":{body}}}'
         buffer.append(frame)
         self._last_activity = trio.current_time()
-        self._writers.unpark_all()
+        self._wake_writers()
         store = self._manager._store
         if store is not None and store.log_messages:
             self._manager._log_message(self, "out", frame)
@@ -287,14 +287,14 @@ class Session:
                 delay = self._manager.config.ack_delay
                 cursor.ack_due = trio.current_time() + delay
                 if delay > 0:
-                    self._manager._timers.arm(cursor.ack_due, self._writers.unpark_all)
+                    self._manager._timers.arm(cursor.ack_due, self._wake_writers)
                 else:
-                    self._writers.unpark_all()
+                    self._wake_writers()
             elif (
                 cursor.ack_due == -math.inf  # asked for by a ping
                 or message.seq - cursor.ack_sent >= self._manager.config.ack_every
             ):
-                self._writers.unpark_all()
+                self._wake_writers()
         if self._inbox_waiters:
             self._changed.unpark_all()
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -490,7 +490,8 @@ class Session:
                     self._run_job(lambda: manager._lifecycle.start(self), None)
                 while not self._done():
                     if not self._jobs:
-                        await self._job_lot.park()
+                        self._actor_waiting = trio.lowlevel.current_task()
+                        await trio.lowlevel.wait_task_rescheduled(self._abort_actor_wait)
                         continue
                     job, reply = self._jobs.popleft()
                     self._run_job(job, reply)
@@ -532,7 +533,14 @@ class Session:
                 reply.done.set()
             return
         self._jobs.append((job, reply))
-        self._job_lot.unpark()
+        task = self._actor_waiting
+        if task is not None:
+            self._actor_waiting = None
+            trio.lowlevel.reschedule(task)
+
+    def _abort_actor_wait(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._actor_waiting = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def _step(self, event: str, **values: Any) -> bool:
         return self._manager._lifecycle.send(self, event, **values)
@@ -553,10 +561,15 @@ class Session:
         self._joining.clear()
         self._wake_all()
 
+    def _wake_writers(self) -> None:
+        """Wake every connection's writer (there may be something to send)."""
+        for connection in self._connections:
+            connection.wake()
+
     def _wake_all(self) -> None:
         self._incoming_lot.unpark_all()
         self._changed.unpark_all()
-        self._writers.unpark_all()
+        self._wake_writers()
 
     # == lifecycle actions (called by the chart, synchronously, from the actor) ==========
 

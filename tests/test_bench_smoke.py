@@ -12,7 +12,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 #: script -> (tiny arguments, a line its table must contain)
 SMOKE = {
-    "idle_memory.py": (["--sessions", "30", "--runs", "1"], "kernel share"),
+    "idle_memory.py": (["--sessions", "30", "--runs", "1", "--idle", "0.1"], "kernel share"),
     "passivation.py": (["--sessions", "30", "--runs", "1"], "rehydrate (resume to welcome)"),
     "message_path.py": (
         ["--runs", "1", "--messages", "20", "--clients", "1,2"],

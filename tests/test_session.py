@@ -14,7 +14,7 @@ import statesession
 from statesession import Outcome, SessionClosedError, SessionConfig
 from statesession.testing import FaultyChannel, MemoryChannel, memory_channel_pair
 
-from .helpers import RawPeer, Served, echo_app, serving, session_tasks
+from .helpers import RawPeer, Served, echo_app, live_tasks, serving, session_tasks
 
 FAST = SessionConfig(cancel_grace=0.5, cleanup_timeout=2.0)
 
@@ -425,6 +425,36 @@ async def test_session_send_timeout_bounds_each_send_not_their_sum(
         await trio.sleep(5)
         assert session.state == "reconnecting"
         assert session.statistics().connections == 0
+
+
+async def test_session_idle_connection_holds_no_writer_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A connection's writer ends after WRITER_IDLE seconds with nothing to send; the
+    next frame to send -- a message, a ping -- starts another, and nothing is lost."""
+    from statesession._connection import WRITER_IDLE
+
+    def writers() -> int:
+        return sum("_write_loop" in task.name for task in live_tasks())
+
+    config = SessionConfig(heartbeat_interval=10 * WRITER_IDLE, heartbeat_timeout=100.0)
+    async with serving(config=config) as served:
+        peer, _ = await served.new_session()
+        await trio.testing.wait_all_tasks_blocked()
+        assert writers() == 1
+        await trio.sleep(WRITER_IDLE * 1.5)
+        assert writers() == 0
+        for seq in (1, 2, 3):
+            await peer.send({"type": "msg", "seq": seq, "data": seq})
+        assert [(await peer.receive_type("msg"))["data"] for _ in range(3)] == [1, 2, 3]
+        assert writers() == 1
+        await trio.sleep(WRITER_IDLE * 1.5)
+        assert writers() == 0
+        # The heartbeat's ping starts a writer too.
+        await peer.receive_type("ping", timeout=20 * WRITER_IDLE)
+        await peer.send({"type": "pong"})
+        await trio.sleep(WRITER_IDLE * 1.5)
+        assert writers() == 0
 
 
 async def test_session_window_expiry_terminates(
