@@ -123,3 +123,39 @@ async def test_pitfall_aclose_after_the_peer_closed_leaves_the_stream_open() -> 
         assert stream.socket.fileno() != -1  # still open after aclose()
         await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_pitfall_a_failed_tls_handshake_leaves_trio_websocket_waiting() -> None:
+    """Pins the pitfall: when the TLS handshake fails inside trio-websocket's own opening
+    handshake (an untrusted certificate), wrap_client_stream waits for ever instead of
+    raising -- which is why the transport finishes the TLS handshake first."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        await request.accept()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, server_context
+        )
+        stream = trio.SSLStream(
+            await trio.open_tcp_stream("127.0.0.1", server.port),
+            ssl.create_default_context(),  # does not trust the test's CA
+            server_hostname="127.0.0.1",
+        )
+        with trio.move_on_after(1) as waited:
+            try:
+                await trio_websocket.wrap_client_stream(
+                    nursery, stream, f"127.0.0.1:{server.port}", "/"
+                )
+            except Exception as exc:  # a fixed trio-websocket raises here
+                raise AssertionError(f"the pitfall is gone: it raised {exc!r}") from exc
+        assert waited.cancelled_caught
+        await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()

@@ -48,10 +48,15 @@ RECEIVE_SIZE = 65536
 
 
 def first_cause(exc: BaseException) -> BaseException:
-    """The error a nursery's exception group was raised for."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
+    """The error underneath ``exc``: the first of a nursery's exception group, and the
+    socket or TLS error (an ``OSError``) that a trio stream error was raised from."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        elif isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, OSError):
+            exc = exc.__cause__
+        else:
+            return exc
 
 
 def url_host(host: str) -> str:

@@ -132,9 +132,17 @@ class WebSocketTransport(Transport):
 
     name = "websocket"
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         #: Serve ``wss://`` with this context (``None``: plain ``ws://``).
         self.ssl_context = ssl_context
+        #: Verify ``wss://`` servers with this context when connecting (``None``: the
+        #: system's certificate authorities, ``ssl.create_default_context()``).
+        self.client_ssl_context = client_ssl_context
 
     async def serve(
         self,
@@ -221,10 +229,13 @@ class WebSocketTransport(Transport):
                 if secure:
                     stream = trio.SSLStream(
                         stream,
-                        ssl.create_default_context(),
+                        self.client_ssl_context or ssl.create_default_context(),
                         server_hostname=host,
                         https_compatible=True,
                     )
+                    # Before trio-websocket sees the stream: a TLS handshake that fails
+                    # inside its handshake leaves it waiting for ever.
+                    await stream.do_handshake()
                 connection = await wrap_client_stream(
                     inner,
                     stream,

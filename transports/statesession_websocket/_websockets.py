@@ -18,9 +18,9 @@ by ``close_timeout``, so a cancelled ``receive`` still loses nothing. :meth:`sen
 frames several messages and writes them at once, one system call for a whole replay.
 
 *Closing.* ``aclose`` sends the close frame, then reads (and drops) what the peer still
-sends until it closes too, for at most ``close_timeout`` or :data:`LINGER` seconds:
-closing a socket that has unread input would reset the connection and throw away the
-last frames sent. It then closes the socket.
+sends until its close frame comes back (or it closes the connection), for at most
+``close_timeout`` or :data:`LINGER` seconds: closing a socket that has unread input would
+reset the connection and throw away the last frames sent. It then closes the socket.
 """
 
 from __future__ import annotations
@@ -52,7 +52,15 @@ from statesession import (
     TransportError,
 )
 
-from ._common import CLOSE_CODES, MESSAGE_TOO_BIG, RECEIVE_SIZE, address, listen, reset
+from ._common import (
+    CLOSE_CODES,
+    MESSAGE_TOO_BIG,
+    RECEIVE_SIZE,
+    address,
+    first_cause,
+    listen,
+    reset,
+)
 
 __all__ = ["LINGER", "WebsocketsChannel", "WebsocketsTransport", "transport"]
 
@@ -285,8 +293,11 @@ class WebsocketsChannel(Channel):
                     protocol.send_close(CLOSE_CODES.get(error, 4000), error or "")
                 if self._write_failed is None:
                     await self._write()
-                # Read until the peer closes too: its close frame, then its EOF.
-                while not self._ended:
+                # Read until the peer has answered with its close frame (it sends nothing
+                # after it), or closed the connection.
+                while not self._ended and (
+                    protocol.close_rcvd is None or protocol.close_sent is None
+                ):
                     data = await self.stream.receive_some(RECEIVE_SIZE)
                     if not data:
                         break
@@ -366,9 +377,17 @@ class WebsocketsTransport(Transport):
 
     name = "websockets"
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         #: Serve ``wss://`` with this context (``None``: plain ``ws://``).
         self.ssl_context = ssl_context
+        #: Verify ``wss://`` servers with this context when connecting (``None``: the
+        #: system's certificate authorities, ``ssl.create_default_context()``).
+        self.client_ssl_context = client_ssl_context
 
     async def serve(
         self,
@@ -421,7 +440,7 @@ class WebsocketsTransport(Transport):
     ) -> WebsocketsChannel | None:
         stream: _Stream = raw
         if self.ssl_context is not None:
-            stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+            stream = trio.SSLStream(raw, self.ssl_context, server_side=True, https_compatible=True)
         protocol = ServerProtocol(max_size=config.max_frame)
         try:
             events = await _read_handshake(stream, protocol)
@@ -458,7 +477,12 @@ class WebsocketsTransport(Transport):
         try:
             stream = await trio.open_tcp_stream(host, port)
             if secure:
-                stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=host)
+                stream = trio.SSLStream(
+                    stream,
+                    self.client_ssl_context or ssl.create_default_context(),
+                    server_hostname=host,
+                    https_compatible=True,
+                )
             protocol = ClientProtocol(uri, max_size=max_frame)
             protocol.send_request(protocol.connect())
             await _flush(stream, protocol)
@@ -466,7 +490,8 @@ class WebsocketsTransport(Transport):
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
-            raise ChannelBrokenError(f"could not open {url}: {exc}") from exc
+            cause = first_cause(exc)
+            raise ChannelBrokenError(f"could not open {url}: {cause}") from cause
         except BaseException:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
