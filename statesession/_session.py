@@ -178,16 +178,20 @@ class Session:
     _state_working: bool = attrs.field(default=False, init=False)
     #: The current state's timer (see ``_timers.py``), ``None`` when none is armed.
     _timer: Timer | None = attrs.field(default=None, init=False)
+    _timer_job: Callable[[], None] | None = attrs.field(default=None, init=False)
     _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
     _resources: list[_Resource] = attrs.field(factory=list, init=False)
+    #: What closing resources reported (only while closing them).
     _closed_items: list[CleanupItem] = attrs.field(factory=list, init=False)
     _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
-    _incoming_lot: trio.lowlevel.ParkingLot = attrs.field(
-        factory=trio.lowlevel.ParkingLot, init=False
-    )
+    #: The task waiting in ``receive`` (most apps have one), and a lot for any others,
+    #: made when needed: an idle session waits without a parking lot (250 bytes).
+    _receiver: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
+    _incoming_lot: trio.lowlevel.ParkingLot | None = attrs.field(default=None, init=False)
     #: Rare waits (buffer room, inbox room, tasks or connections ending, settling) share
-    #: one lot: every waiter re-checks its own condition when woken.
-    _changed: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    #: one lot, made on the first such wait: every waiter re-checks its own condition
+    #: when woken.
+    _changed: trio.lowlevel.ParkingLot | None = attrs.field(default=None, init=False)
     _settled: bool = attrs.field(default=False, init=False)
     #: Passivation done: the actor may leave, the session lives on in the store.
     _parked: bool = attrs.field(default=False, init=False)
@@ -252,7 +256,7 @@ class Session:
         size = self._frame_size(body, buffer.last_seq + 1)
         while not buffer.drop_oldest and not buffer.has_room(size):
             self._ask_for_acks()
-            await self._changed.park()
+            await self._wait_changed()
             self._check_open()
         seq = buffer.last_seq + 1
         self._frame_size(body, seq)  # the seq may have grown a digit while waiting
@@ -275,7 +279,13 @@ class Session:
         while not self._incoming:
             if self._closing:
                 raise SessionClosedError(self.reason or "terminated")
-            await self._incoming_lot.park()
+            if self._receiver is None:
+                self._receiver = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
+            else:
+                if self._incoming_lot is None:
+                    self._incoming_lot = trio.lowlevel.ParkingLot()
+                await self._incoming_lot.park()
         message = self._incoming.popleft()
         cursor = self._delivery.clients.get(message.client)
         if cursor is not None and message.seq > cursor.processed:
@@ -296,7 +306,7 @@ class Session:
             ):
                 self._wake_writers()
         if self._inbox_waiters:
-            self._changed.unpark_all()
+            self._wake_changed()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
@@ -390,7 +400,7 @@ class Session:
         finally:
             self._busy -= 1
             now = self._last_activity = trio.current_time()
-            self._changed.unpark_all()
+            self._wake_changed()
             if not self._busy and self.state == "reconnecting" and now >= self._deadline:
                 self._post(self._expire_window)  # it waited for this
 
@@ -401,14 +411,14 @@ class Session:
     async def _wait_gone(self) -> None:
         """Wait until the actor has left (the session terminated, or went to the store)."""
         while not self._finished:
-            await self._changed.park()
+            await self._wait_changed()
 
     async def wait_terminated(self) -> CleanupReport | None:
         """Wait until the session has settled (``terminated`` or ``error``); return its
         cleanup report (``None`` if it failed before any cleanup ran)."""
         await trio.lowlevel.checkpoint()
         while not self._settled:
-            await self._changed.park()
+            await self._wait_changed()
         return self.report
 
     @property
@@ -561,14 +571,41 @@ class Session:
         self._joining.clear()
         self._wake_all()
 
+    def _abort_receive(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._receiver = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_receivers(self, *, everyone: bool) -> None:
+        """Wake a task waiting in ``receive`` (``everyone``: all of them)."""
+        task = self._receiver
+        if task is not None:
+            self._receiver = None
+            trio.lowlevel.reschedule(task)
+            if not everyone:
+                return
+        if self._incoming_lot is not None:
+            if everyone:
+                self._incoming_lot.unpark_all()
+            else:
+                self._incoming_lot.unpark()
+
+    def _wake_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.unpark_all()
+
+    async def _wait_changed(self) -> None:
+        if self._changed is None:
+            self._changed = trio.lowlevel.ParkingLot()
+        await self._changed.park()
+
     def _wake_writers(self) -> None:
         """Wake every connection's writer (there may be something to send)."""
         for connection in self._connections:
             connection.wake()
 
     def _wake_all(self) -> None:
-        self._incoming_lot.unpark_all()
-        self._changed.unpark_all()
+        self._wake_receivers(everyone=True)
+        self._wake_changed()
         self._wake_writers()
 
     # == lifecycle actions (called by the chart, synchronously, from the actor) ==========
@@ -621,7 +658,7 @@ class Session:
             self.error = error
             log.error("session %s failed: %s", self.id, _describe(error), exc_info=error)
         self._settled = True
-        self._changed.unpark_all()
+        self._wake_changed()
 
     def end_state(self, state: str) -> None:
         self._disarm()
@@ -654,13 +691,13 @@ class Session:
         it follows has accounted for what it was closing)."""
         with scope:
             while self._state_working:
-                await self._changed.park()
+                await self._wait_changed()
             self._state_working = True
             try:
                 await work()
             finally:
                 self._state_working = False
-                self._changed.unpark_all()
+                self._wake_changed()
 
     async def _initialize(self) -> None:
         manager = self._manager
@@ -696,19 +733,25 @@ class Session:
 
     def _arm(self, at: float, job: Callable[[], None]) -> None:
         self._disarm()
-        timer = self._manager._timers.arm(at, lambda: self._post(lambda: self._fire(timer, job)))
-        self._timer = timer
+        self._timer_job = job
+        self._timer = self._manager._timers.arm(at, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        """The state's timer is due (called by the manager's timer task): post its job."""
+        timer, job = self._timer, self._timer_job
+        if timer is not None and job is not None:
+            self._post(lambda: self._fire(timer, job))
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.disarm()
-            self._timer = None
+            self._timer = self._timer_job = None
 
     def _fire(self, timer: Timer, job: Callable[[], None]) -> None:
         """Run a state's timer in the actor, unless the state that armed it has been
         left since the timer was posted."""
         if timer is self._timer:
-            self._timer = None
+            self._timer = self._timer_job = None
             job()
 
     def _idle_after(self) -> float:
@@ -747,7 +790,7 @@ class Session:
             else:
                 wake = min(wake, last + interval)
         self._delivery.forget_stale(now=now, window=config.reconnect_window)
-        self._changed.unpark_all()
+        self._wake_changed()
         self._arm(wake, self._heartbeat)
 
     def _expire_window(self) -> None:
@@ -814,7 +857,7 @@ class Session:
             connection.finish(last_words, flush=True)
         with trio.move_on_after(self._manager.config.send_timeout):
             while self._connections:
-                await self._changed.park()
+                await self._wait_changed()
         for connection in list(self._connections):
             connection.abort()
 
@@ -827,14 +870,14 @@ class Session:
         if self._tasks:
             with trio.move_on_at(started + config.cancel_grace):
                 while self._tasks:
-                    await self._changed.park()
+                    await self._wait_changed()
         if self._tasks:
             for task in self._tasks:
                 task.forced = True
                 task.scope.cancel()
             with trio.move_on_after(config.cleanup_timeout):
                 while self._tasks:
-                    await self._changed.park()
+                    await self._wait_changed()
         now = trio.current_time()
         items = tuple(self._task_item(task, started, now) for task in self._doomed)
         self._doomed = []
@@ -976,7 +1019,7 @@ class Session:
             task.ended_at = trio.current_time()
             del self._tasks[task]
             if not self._tasks:  # what a cascade waits for (not each of 1,000 tasks)
-                self._changed.unpark_all()
+                self._wake_changed()
 
     # == connections (called by Connection and the manager) ===============================
 
@@ -1048,7 +1091,7 @@ class Session:
         self._delivery.attached(cursor)
         connection.attach(cursor, seen, trio.current_time())
         self._connections.append(connection)
-        self._changed.unpark_all()  # the resume may have acknowledged buffered messages
+        self._wake_changed()  # the resume may have acknowledged buffered messages
         log.info(
             "session %s: %s attached as client %s (ack %d)",
             self.id,
@@ -1070,7 +1113,7 @@ class Session:
         self._connections.remove(connection)
         if connection.cursor is not None:
             self._delivery.detached(connection.cursor, now=trio.current_time())
-        self._changed.unpark_all()
+        self._wake_changed()
         log.info("session %s: %s detached", self.id, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
@@ -1090,7 +1133,7 @@ class Session:
         while len(self._incoming) >= limit and not self._closing:
             self._inbox_waiters += 1
             try:
-                await self._changed.park()
+                await self._wait_changed()
             finally:
                 self._inbox_waiters -= 1
         if self._closing:
@@ -1103,7 +1146,7 @@ class Session:
         self._received += 1
         self._last_activity = trio.current_time()
         self._incoming.append(Message(client=connection.client, seq=seq, data=data))
-        self._incoming_lot.unpark()
+        self._wake_receivers(everyone=False)
         store = self._manager._store
         if store is not None and store.log_messages:
             self._manager._log_message(
@@ -1122,4 +1165,4 @@ class Session:
         before = len(self._delivery.buffer)
         self._delivery.acknowledge(connection.cursor, seq)
         if len(self._delivery.buffer) != before:
-            self._changed.unpark_all()
+            self._wake_changed()

@@ -457,6 +457,41 @@ async def test_session_idle_connection_holds_no_writer_task(
         assert writers() == 0
 
 
+async def test_session_several_receivers_share_messages_and_cancelling_one_loses_none(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three tasks wait in receive at once (the first waits on its own, the others on a
+    lot); each message goes to exactly one of them; a receive cancelled while waiting
+    takes nothing with it."""
+    got: list[tuple[int, Any]] = []
+    cancelled = trio.Event()
+
+    async def app(session: statesession.Session) -> None:
+        with trio.move_on_after(1):
+            await session.receive()  # cancelled while waiting: loses nothing
+        cancelled.set()
+
+        async def take(index: int) -> None:
+            while True:
+                got.append((index, (await session.receive()).data))
+
+        for index in range(3):
+            session.start_soon(take, index)
+        await trio.sleep_forever()
+
+    async with serving(app) as served:
+        peer, _ = await served.new_session()
+        await cancelled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        for seq in range(1, 31):
+            await peer.send({"type": "msg", "seq": seq, "data": seq})
+            if seq % 3 == 0:
+                await trio.testing.wait_all_tasks_blocked()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(data for _, data in got) == list(range(1, 31))
+        assert {index for index, _ in got} == {0, 1, 2}
+
+
 async def test_session_window_expiry_terminates(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
