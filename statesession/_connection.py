@@ -229,7 +229,11 @@ class Connection:
     # -- the connection's own task ------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and write until the connection ends."""
+        """Read and write until the connection ends: the writer in a task of its own, the
+        reader in this one (inline: an idle connection waits one frame deep)."""
+        session = self.session
+        channel = self.channel
+        max_frame = session._manager.config.max_frame
         async with trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
             if self._aborted:
@@ -238,7 +242,44 @@ class Connection:
             self._writer_running = True
             nursery.start_soon(self._write_loop)
             try:
-                await self._read_loop()
+                while True:
+                    try:
+                        text = await channel.receive()
+                    except FrameTooLargeError as exc:
+                        self.fail(ProtocolError("frame_too_large", str(exc), fatal=True))
+                        await trio.sleep_forever()
+                    except ChannelError:
+                        break
+                    self.last_received = trio.current_time()
+                    try:
+                        frame = decode_client_frame(text, max_frame=max_frame)
+                        kind = type(frame)
+                        if kind is MsgFrame:
+                            assert isinstance(frame, MsgFrame)
+                            await self._on_msg(frame)
+                        elif kind is AckFrame:
+                            assert isinstance(frame, AckFrame)
+                            session._acknowledged(self, frame.seq)
+                        elif kind is PingFrame:
+                            # A peer waiting for acks pings: the next ack goes as soon as
+                            # there is something to acknowledge, without waiting for
+                            # ack_delay.
+                            if self.cursor is not None:
+                                self.cursor.ack_due = -math.inf
+                            self.queue(PONG_TEXT)
+                        elif kind is ByeFrame:
+                            assert isinstance(frame, ByeFrame)
+                            self._bye = True
+                            log.info(
+                                "session %s: %s said bye (%s)", session.id, self.peer, frame.reason
+                            )
+                            session.terminate("bye")
+                        elif kind is HelloFrame:
+                            raise ProtocolError("bad_frame", "hello may only be the first frame")
+                    except ProtocolError as exc:
+                        self.fail(exc)
+                        if exc.fatal:
+                            await trio.sleep_forever()
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
@@ -255,46 +296,6 @@ class Connection:
                 self.peer,
                 trio.current_time() - since,
             )
-
-    async def _read_loop(self) -> None:
-        session = self.session
-        channel = self.channel
-        max_frame = session._manager.config.max_frame
-        while True:
-            try:
-                text = await channel.receive()
-            except FrameTooLargeError as exc:
-                self.fail(ProtocolError("frame_too_large", str(exc), fatal=True))
-                await trio.sleep_forever()
-            except ChannelError:
-                return
-            self.last_received = trio.current_time()
-            try:
-                frame = decode_client_frame(text, max_frame=max_frame)
-                kind = type(frame)
-                if kind is MsgFrame:
-                    assert isinstance(frame, MsgFrame)
-                    await self._on_msg(frame)
-                elif kind is AckFrame:
-                    assert isinstance(frame, AckFrame)
-                    session._acknowledged(self, frame.seq)
-                elif kind is PingFrame:
-                    # A peer waiting for acks pings: the next ack goes as soon as there
-                    # is something to acknowledge, without waiting for ack_delay.
-                    if self.cursor is not None:
-                        self.cursor.ack_due = -math.inf
-                    self.queue(PONG_TEXT)
-                elif kind is ByeFrame:
-                    assert isinstance(frame, ByeFrame)
-                    self._bye = True
-                    log.info("session %s: %s said bye (%s)", session.id, self.peer, frame.reason)
-                    session.terminate("bye")
-                elif kind is HelloFrame:
-                    raise ProtocolError("bad_frame", "hello may only be the first frame")
-            except ProtocolError as exc:
-                self.fail(exc)
-                if exc.fatal:
-                    await trio.sleep_forever()
 
     async def _on_msg(self, frame: MsgFrame) -> None:
         session = self.session

@@ -443,7 +443,7 @@ class SessionManager:
         self._sessions[session.id] = session
         self._count(session.principal, 1)
         self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
-        self._nursery.start_soon(self._run_session, session, name=f"{session.id}:actor")
+        self._nursery.start_soon(session._run, name=f"{session.id}:actor")
 
     async def _send_last_words(self, channel: Channel, error: ProtocolError) -> None:
         with trio.move_on_after(self.config.send_timeout), suppress(ChannelError):
@@ -456,14 +456,6 @@ class SessionManager:
                 await channel.aclose(error)
 
     # -- sessions ---------------------------------------------------------------------------
-
-    async def _run_session(self, session: Session) -> None:
-        try:
-            await session._run()
-        except Exception as exc:
-            log.error("session %s crashed: %s", session.id, exc, exc_info=exc)
-        finally:
-            self._forget(session)
 
     def _count(self, principal: str | None, delta: int) -> None:
         if principal is not None:

@@ -275,10 +275,20 @@ class Session:
         Raises :class:`SessionClosedError` once the session is terminating and every
         message already received has been handed out.
         """
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise SessionClosedError(self.reason or "terminated") from None
+
+    async def __anext__(self) -> Message:
+        """``async for message in session`` ends when the session starts terminating.
+
+        (The body of ``receive`` is here, so that an app waiting in ``async for`` -- the
+        usual way -- waits one coroutine frame deep, not two.)"""
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._incoming:
             if self._closing:
-                raise SessionClosedError(self.reason or "terminated")
+                raise StopAsyncIteration
             if self._receiver is None:
                 self._receiver = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
@@ -333,13 +343,6 @@ class Session:
 
     def __aiter__(self) -> Session:
         return self
-
-    async def __anext__(self) -> Message:
-        """``async for message in session`` ends when the session starts terminating."""
-        try:
-            return await self.receive()
-        except SessionClosedError:
-            raise StopAsyncIteration from None
 
     def add_resource(
         self,
@@ -486,7 +489,9 @@ class Session:
     # == the actor =========================================================================
 
     async def _run(self) -> None:
-        """The actor: owns the nursery, runs jobs until the session settles for good."""
+        """The actor: owns the nursery, runs jobs until the session settles for good.
+        Started by the manager, which forgets the session when this returns; nothing
+        raised here reaches the manager's other sessions."""
         manager = self._manager
         try:
             async with trio.open_nursery() as nursery:
@@ -506,6 +511,8 @@ class Session:
                     job, reply = self._jobs.popleft()
                     self._run_job(job, reply)
                 nursery.cancel_scope.cancel()
+        except Exception as exc:
+            log.error("session %s crashed: %s", self.id, exc, exc_info=exc)
         finally:
             self._disarm()
             self._nursery = None
@@ -513,6 +520,7 @@ class Session:
             self._closing = True
             self._settled = True
             self._fail_waiters()
+            manager._forget(self)
 
     def _done(self) -> bool:
         if self.state == "terminated" or (self.state == "passivated" and self._parked):
