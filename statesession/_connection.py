@@ -72,14 +72,16 @@ class Connection:
         "_flush",
         "_idle_since",
         "_idle_timer",
-        "_nursery",
+        "_open",
         "_parked_writer",
         "_reack",
         "_retiring",
         "_scope",
         "_send_timer",
         "_sending_since",
+        "_writer_done",
         "_writer_running",
+        "_writer_scope",
         "channel",
         "client",
         "close_error",
@@ -115,16 +117,19 @@ class Connection:
         #: The protocol error code the connection ends with, if it ends with one.
         self.close_error: str | None = None
         self._bye = False
-        #: The connection's nursery scope once it runs: cancelling it drops the
-        #: connection.
+        #: The reader's cancel scope once the connection runs, and the writer's while it
+        #: runs: cancelling both (``_drop``) drops the connection.
         self._scope: trio.CancelScope | None = None
+        self._writer_scope: trio.CancelScope | None = None
+        #: Set when the writer ends, if the reader waits for it to.
+        self._writer_done: trio.Event | None = None
         self._aborted = False
         #: When the send under way began (None: none is).
         self._sending_since: float | None = None
         #: Checks, send_timeout after a send began, that it is over (see _check_send).
         self._send_timer: Timer | None = None
-        #: The connection's nursery while it runs (the writer is started in it).
-        self._nursery: trio.Nursery | None = None
+        #: While the connection runs, a writer may be started (see wake).
+        self._open = False
         self._writer_running = False
         #: The writer's task while it waits for something to send.
         self._parked_writer: trio.lowlevel.Task | None = None
@@ -191,14 +196,16 @@ class Connection:
 
         A writer that has had nothing to send for :data:`WRITER_IDLE` seconds ends (an
         idle connection holds no writer task, about 2.3 KiB); the next frame to send
-        starts another."""
+        starts another. Writers run in the manager's nursery, each in the connection's
+        own cancel scope, so that a connection holds no nursery of its own: an idle one
+        is its reader, waiting in the transport's task."""
         task = self._parked_writer
         if task is not None:
             self._parked_writer = None
             trio.lowlevel.reschedule(task)
-        elif not self._writer_running and self._nursery is not None:
+        elif not self._writer_running and self._open:
             self._writer_running = True
-            self._nursery.start_soon(self._write_loop)
+            self.session._manager._nursery.start_soon(self._write_loop)
 
     def _retire_writer(self) -> None:
         """The idle timer: end the writer if it has waited WRITER_IDLE seconds."""
@@ -219,8 +226,13 @@ class Connection:
     def abort(self) -> None:
         """Drop the connection now, sending nothing more."""
         self._aborted = True
-        if self._scope is not None:
-            self._scope.cancel()
+        self._drop()
+
+    def _drop(self) -> None:
+        """End the connection: stop its reader and its writer wherever they are."""
+        for scope in (self._scope, self._writer_scope):
+            if scope is not None:
+                scope.cancel()
 
     @property
     def aborted(self) -> bool:
@@ -234,13 +246,12 @@ class Connection:
         session = self.session
         channel = self.channel
         max_frame = session._manager.config.max_frame
-        async with trio.open_nursery() as nursery:
-            self._scope = nursery.cancel_scope
+        with trio.CancelScope() as scope:
+            self._scope = scope
             if self._aborted:
-                nursery.cancel_scope.cancel()
-            self._nursery = nursery
-            self._writer_running = True
-            nursery.start_soon(self._write_loop)
+                scope.cancel()
+            self._open = True
+            self.wake()
             try:
                 while True:
                     try:
@@ -281,12 +292,17 @@ class Connection:
                         if exc.fatal:
                             await trio.sleep_forever()
             finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
+                self._open = False
+                self._drop()
                 for timer in (self._send_timer, self._idle_timer):
                     if timer is not None:
                         timer.disarm()
                 self._send_timer = self._idle_timer = None
+        if self._writer_running:
+            # The writer was told to stop (_drop); the connection ends when it has.
+            self._writer_done = trio.Event()
+            with trio.CancelScope(shield=True):
+                await self._writer_done.wait()
         timeout = self.session._manager.config.send_timeout
         since = self._sending_since
         if since is not None and trio.current_time() - since >= timeout:
@@ -320,60 +336,69 @@ class Connection:
         next_frame = self._next_frame
         timers = session._manager._timers
         timeout = session._manager.config.send_timeout
-        scope = self._scope
-        assert scope is not None
         wait = trio.lowlevel.wait_task_rescheduled
         current_task = trio.lowlevel.current_task
         ending = True
         try:
-            while True:
-                text, last = next_frame(buffer)
-                if text is None:
-                    if self._retiring:
-                        ending = False
+            with trio.CancelScope() as own:
+                self._writer_scope = own
+                if not self._open or self._aborted:
+                    own.cancel()  # the connection ended before this writer started
+                while True:
+                    text, last = next_frame(buffer)
+                    if text is None:
+                        if self._retiring:
+                            ending = False
+                            return
+                        # Wait to be woken (wake(); a held-back ack's timer wakes the writers
+                        # when due: see Session.receive).
+                        self._idle_since = trio.current_time()
+                        if self._idle_timer is None:
+                            self._idle_timer = timers.arm(
+                                self._idle_since + WRITER_IDLE, self._retire_writer
+                            )
+                        self._parked_writer = current_task()
+                        await wait(self._abort_park)
+                        continue
+                    self._retiring = False
+                    batch: list[str] | None = None
+                    if batching and not last:
+                        # Whatever else is ready goes in the same write.
+                        size = len(text)
+                        while size < BATCH_BYTES:
+                            more, last = next_frame(buffer)
+                            if more is None:
+                                break
+                            if batch is None:
+                                batch = [text]
+                            batch.append(more)
+                            size += len(more)
+                            if last:
+                                break
+                    self._sending_since = now = trio.current_time()
+                    if self._send_timer is None:
+                        self._send_timer = timers.arm(now + timeout, self._check_send)
+                    if batch is None:
+                        await send(text)
+                    else:
+                        await send_many(batch)
+                    self._sending_since = None
+                    if last:
                         return
-                    # Wait to be woken (wake(); a held-back ack's timer wakes the writers
-                    # when due: see Session.receive).
-                    self._idle_since = trio.current_time()
-                    if self._idle_timer is None:
-                        self._idle_timer = timers.arm(
-                            self._idle_since + WRITER_IDLE, self._retire_writer
-                        )
-                    self._parked_writer = current_task()
-                    await wait(self._abort_park)
-                    continue
-                self._retiring = False
-                batch: list[str] | None = None
-                if batching and not last:
-                    # Whatever else is ready goes in the same write.
-                    size = len(text)
-                    while size < BATCH_BYTES:
-                        more, last = next_frame(buffer)
-                        if more is None:
-                            break
-                        if batch is None:
-                            batch = [text]
-                        batch.append(more)
-                        size += len(more)
-                        if last:
-                            break
-                self._sending_since = now = trio.current_time()
-                if self._send_timer is None:
-                    self._send_timer = timers.arm(now + timeout, self._check_send)
-                if batch is None:
-                    await send(text)
-                else:
-                    await send_many(batch)
-                self._sending_since = None
-                if last:
-                    return
         except ChannelError:
             self._sending_since = None
+        except Exception as exc:  # a bug ends this connection only, never the manager
+            log.error(
+                "session %s: %s: the writer failed: %s", session.id, self.peer, exc, exc_info=exc
+            )
         finally:
+            self._writer_scope = None
             self._writer_running = False
             self._retiring = False
             if ending:
-                scope.cancel()
+                self._drop()
+            if self._writer_done is not None:
+                self._writer_done.set()
 
     def _check_send(self) -> None:
         """Drop the connection if its send under way began ``send_timeout`` ago; else
@@ -384,11 +409,11 @@ class Connection:
         5% of the server's CPU per echoed message, registering deadlines with trio)."""
         self._send_timer = None
         since = self._sending_since
-        if since is None or self._scope is None:
+        if since is None:
             return  # idle: the next send arms it again
         due = since + self.session._manager.config.send_timeout
         if trio.current_time() >= due:
-            self._scope.cancel()
+            self._drop()
         else:
             self._send_timer = self.session._manager._timers.arm(due, self._check_send)
 

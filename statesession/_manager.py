@@ -202,7 +202,9 @@ class SessionManager:
                     return
                 finally:
                     self._handshakes.discard(handshake)
-            if handshake.cancelled_caught:
+            shut_out = handshake.cancelled_caught
+            del handshake  # (not held while the connection runs)
+            if shut_out:
                 if self._closing:
                     close_error = "server_shutdown"
                     await self._send_last_words(

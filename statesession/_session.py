@@ -172,7 +172,10 @@ class Session:
     _jobs: Fifo[tuple[Callable[[], Any], _Reply | None]] = attrs.field(factory=Fifo, init=False)
     #: The actor's task while it waits for a job (a parking lot would cost 250 bytes).
     _actor_waiting: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
-    _joining: list[tuple[Connection, int | None, _Reply]] = attrs.field(factory=list, init=False)
+    #: (Lists an idle session does not need are made when first needed.)
+    _joining: list[tuple[Connection, int | None, _Reply]] | None = attrs.field(
+        default=None, init=False
+    )
     _connections: list[Connection] = attrs.field(factory=list, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     _state_working: bool = attrs.field(default=False, init=False)
@@ -180,9 +183,9 @@ class Session:
     _timer: Timer | None = attrs.field(default=None, init=False)
     _timer_job: Callable[[], None] | None = attrs.field(default=None, init=False)
     _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
-    _resources: list[_Resource] = attrs.field(factory=list, init=False)
+    _resources: list[_Resource] | None = attrs.field(default=None, init=False)
     #: What closing resources reported (only while closing them).
-    _closed_items: list[CleanupItem] = attrs.field(factory=list, init=False)
+    _closed_items: list[CleanupItem] | None = attrs.field(default=None, init=False)
     _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
     #: The task waiting in ``receive`` (most apps have one), and a lot for any others,
     #: made when needed: an idle session waits without a parking lot (250 bytes).
@@ -210,7 +213,7 @@ class Session:
     _received: int = attrs.field(default=0, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
     #: Tasks alive when termination began, and when it began: what the report covers.
-    _doomed: list[_Task] = attrs.field(factory=list, init=False)
+    _doomed: tuple[_Task, ...] = attrs.field(default=(), init=False)
     _terminating_since: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -363,6 +366,8 @@ class Session:
             cleanup_timeout = self._manager.config.cleanup_timeout
         elif not cleanup_timeout > 0:
             raise ValueError(f"cleanup_timeout must be positive, got {cleanup_timeout!r}")
+        if self._resources is None:
+            self._resources = []
         self._resources.append(_Resource(name, close, force, cleanup_timeout))
 
     async def enter_resource(
@@ -442,7 +447,7 @@ class Session:
             sent_messages=buffer.last_seq,
             received_messages=self._received,
             tasks=len(self._tasks),
-            resources=len(self._resources),
+            resources=len(self._resources or ()),
         )
 
     # == snapshots ==========================================================================
@@ -573,10 +578,10 @@ class Session:
             if reply is not None:
                 reply.error = closed
                 reply.done.set()
-        for _, _, reply in self._joining:
+        for _, _, reply in self._joining or ():
             reply.error = closed
             reply.done.set()
-        self._joining.clear()
+        self._joining = None
         self._wake_all()
 
     def _abort_receive(self, raise_cancel: object) -> trio.lowlevel.Abort:
@@ -654,7 +659,7 @@ class Session:
         (they see the session closing), note which tasks are running."""
         self._closing = True
         # A passivation interrupted by a terminate has not reported its tasks yet.
-        self._doomed = [*self._doomed, *(t for t in self._tasks if t not in self._doomed)]
+        self._doomed = (*self._doomed, *(t for t in self._tasks if t not in self._doomed))
         self._terminating_since = trio.current_time()
         self._fail_joins(
             ProtocolError("terminated", f"session is {self.state} ({self.reason})", fatal=True)
@@ -727,7 +732,7 @@ class Session:
             if self.state == "initializing":
                 self._step("terminate", reason="health_check_failed")
             return
-        joining, self._joining = self._joining, []
+        joining, self._joining = self._joining or [], None
         for connection, ack, reply in joining:
             try:
                 self._register(connection, ack)
@@ -888,7 +893,7 @@ class Session:
                     await self._wait_changed()
         now = trio.current_time()
         items = tuple(self._task_item(task, started, now) for task in self._doomed)
-        self._doomed = []
+        self._doomed = ()
         return items
 
     async def _close_resources(self) -> tuple[CleanupItem, ...]:
@@ -897,9 +902,14 @@ class Session:
         arriving while a passivation closes resources) still accounts for all of them."""
         while self._resources:
             resource = self._resources.pop()
-            self._closed_items.append(await self._close_resource(resource))
-        items, self._closed_items = tuple(self._closed_items), []
+            self._closed(await self._close_resource(resource))
+        items, self._closed_items = tuple(self._closed_items or ()), None
         return items
+
+    def _closed(self, item: CleanupItem) -> None:
+        if self._closed_items is None:
+            self._closed_items = []
+        self._closed_items.append(item)
 
     def _report(
         self, reason: str, tasks: tuple[CleanupItem, ...], resources: tuple[CleanupItem, ...]
@@ -954,7 +964,7 @@ class Session:
         except trio.Cancelled:
             # The step closing it was interrupted: the close was cut short, like an
             # overrun; it is not started again.
-            self._closed_items.append(
+            self._closed(
                 CleanupItem(
                     kind="resource",
                     name=resource.name,
@@ -1041,6 +1051,8 @@ class Session:
 
         def attach() -> object:
             if self.state == "initializing":
+                if self._joining is None:
+                    self._joining = []
                 self._joining.append((connection, ack, reply))
                 return _DEFERRED  # answered when the session activates (or fails to)
             self._admit(connection, ack)
@@ -1109,10 +1121,10 @@ class Session:
         )
 
     def _fail_joins(self, error: ProtocolError) -> None:
-        for _, _, reply in self._joining:
+        for _, _, reply in self._joining or ():
             reply.error = error
             reply.done.set()
-        self._joining.clear()
+        self._joining = None
 
     def _detach(self, connection: Connection) -> None:
         """A connection ended; runs in the connection's task, synchronously."""
