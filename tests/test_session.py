@@ -492,6 +492,34 @@ async def test_session_several_receivers_share_messages_and_cancelling_one_loses
         assert {index for index, _ in got} == {0, 1, 2}
 
 
+async def test_session_a_channel_bug_while_writing_ends_only_that_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A channel whose send raises something that is not a ChannelError (a transport's
+    bug) ends its own connection -- the session waits to be resumed -- and nothing else:
+    the manager and another session carry on."""
+
+    class Buggy(FaultyChannel):
+        async def send(self, frame: str) -> None:
+            if '"type":"msg"' in frame:
+                raise RuntimeError("a bug in a transport")
+            await super().send(frame)
+
+    async with serving() as served:
+        bystander, _ = await served.new_session()
+        server_end, client_end = memory_channel_pair()
+        served.nursery.start_soon(served.manager.serve_channel, Buggy(server_end))
+        victim = RawPeer(client_end)
+        welcome = await victim.hello()
+        session = served.manager.sessions[welcome["session"]]
+        await victim.send({"type": "msg", "seq": 1, "data": "echo me"})
+        await victim.expect_closed()
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.state == "reconnecting"
+        await bystander.send({"type": "msg", "seq": 1, "data": "fine"})
+        assert (await bystander.receive_type("msg"))["data"] == "fine"
+
+
 async def test_session_window_expiry_terminates(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
