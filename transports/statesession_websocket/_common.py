@@ -5,19 +5,24 @@ Nothing here imports a WebSocket library, so either transport loads without the 
 
 from __future__ import annotations
 
+import abc
+import logging
 import socket
+import ssl
 import struct
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import trio
 
-from statesession import TransportError
+from statesession import Channel, SessionConfig, Transport, TransportError
 
 __all__ = [
     "CLOSE_CODES",
     "DEFAULT_PORT",
     "MESSAGE_TOO_BIG",
     "RECEIVE_SIZE",
+    "WebSocketServing",
     "address",
     "first_cause",
     "listen",
@@ -102,3 +107,66 @@ async def listen(host: str, port: int) -> tuple[list[trio.SocketListener], str, 
         listeners = listeners[:1]
     bound = listeners[0].socket.getsockname()
     return listeners, url_host(bound[0]), bound[1]
+
+
+class WebSocketServing(Transport):
+    """What both WebSocket transports share: their TLS settings, and serving -- listening,
+    and running each connection, its HTTP upgrade included, in an error boundary of its
+    own, so that nothing one client does can end another connection or the server. A
+    transport says how to serve one accepted connection (``_serve_one``) and how to
+    connect."""
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        #: Serve ``wss://`` with this context (``None``: plain ``ws://``).
+        self.ssl_context = ssl_context
+        #: Verify ``wss://`` servers with this context when connecting (``None``: the
+        #: system's certificate authorities, ``ssl.create_default_context()``).
+        self.client_ssl_context = client_ssl_context
+
+    def _client_context(self) -> ssl.SSLContext:
+        return self.client_ssl_context or ssl.create_default_context()
+
+    async def serve(
+        self,
+        handler: Callable[[Channel], Awaitable[None]],
+        url: str,
+        *,
+        config: SessionConfig,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        host, port, _path, secure = address(url)
+        if secure and self.ssl_context is None:
+            raise TransportError(
+                f"serving {url} needs TLS: use {type(self).__name__}(ssl_context=...) or a "
+                "ws:// URL"
+            )
+        log = logging.getLogger(f"statesession.{self.name}")
+
+        async def on_connection(stream: trio.SocketStream) -> None:
+            try:
+                await self._serve_one(stream, handler, config)
+            except Exception as exc:  # one connection's failure must not end the server
+                log.error("connection failed: %s", exc, exc_info=exc)
+            finally:
+                await trio.aclose_forcefully(stream)
+
+        listeners, bound_host, bound_port = await listen(host, port)
+        scheme = "ws" if self.ssl_context is None else "wss"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, on_connection, listeners)
+            task_status.started(f"{scheme}://{bound_host}:{bound_port}/")
+
+    @abc.abstractmethod
+    async def _serve_one(
+        self,
+        stream: trio.SocketStream,
+        handler: Callable[[Channel], Awaitable[None]],
+        config: SessionConfig,
+    ) -> None:
+        """Upgrade one accepted connection (within ``config.handshake_timeout``) and run
+        ``handler`` with its channel; return when it is over."""

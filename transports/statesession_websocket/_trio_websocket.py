@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -20,17 +19,15 @@ from statesession import (
     ChannelClosedError,
     FrameTooLargeError,
     SessionConfig,
-    Transport,
-    TransportError,
 )
 
 from ._common import (
     CLOSE_CODES,
     MESSAGE_TOO_BIG,
     RECEIVE_SIZE,
+    WebSocketServing,
     address,
     first_cause,
-    listen,
     reset,
     url_host,
 )
@@ -123,7 +120,7 @@ class WebSocketChannel(Channel):
         self.closed.set()
 
 
-class WebSocketTransport(Transport):
+class WebSocketTransport(WebSocketServing):
     """``ws://host:port/path`` (and ``wss://`` to connect): one text message per frame.
 
     Each connection -- its HTTP upgrade included -- runs in its own nursery and error
@@ -131,46 +128,6 @@ class WebSocketTransport(Transport):
     """
 
     name = "websocket"
-
-    def __init__(
-        self,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        client_ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        #: Serve ``wss://`` with this context (``None``: plain ``ws://``).
-        self.ssl_context = ssl_context
-        #: Verify ``wss://`` servers with this context when connecting (``None``: the
-        #: system's certificate authorities, ``ssl.create_default_context()``).
-        self.client_ssl_context = client_ssl_context
-
-    async def serve(
-        self,
-        handler: Callable[[Channel], Awaitable[None]],
-        url: str,
-        *,
-        config: SessionConfig,
-        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        host, port, _path, secure = address(url)
-        if secure and self.ssl_context is None:
-            raise TransportError(
-                f"serving {url} needs TLS: use WebSocketTransport(ssl_context=...) or a ws:// URL"
-            )
-
-        async def on_connection(stream: trio.SocketStream) -> None:
-            try:
-                await self._serve_one(stream, handler, config)
-            except Exception as exc:  # one connection's failure must not end the server
-                log.error("connection failed: %s", exc, exc_info=exc)
-            finally:
-                await trio.aclose_forcefully(stream)
-
-        listeners, bound_host, bound_port = await listen(host, port)
-        scheme = "ws" if self.ssl_context is None else "wss"
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, on_connection, listeners)
-            task_status.started(f"{scheme}://{bound_host}:{bound_port}/")
 
     async def _serve_one(
         self,
@@ -229,7 +186,7 @@ class WebSocketTransport(Transport):
                 if secure:
                     stream = trio.SSLStream(
                         stream,
-                        self.client_ssl_context or ssl.create_default_context(),
+                        self._client_context(),
                         server_hostname=host,
                         https_compatible=True,
                     )
