@@ -13,13 +13,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.frames import TEXT, Frame
 from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 import statesession
 from statesession import Channel, SessionConfig
+from statesession_websocket import WebsocketsChannel
 
 from .transports import net_server
 
@@ -266,3 +271,98 @@ def test_importing_the_package_loads_no_websocket_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- property: framing, fragments and control frames, however the bytes are cut ------------
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=120)
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("msg"), _text, st.integers(1, 4)),  # text, in how many fragments
+        st.tuples(st.just("ping"), st.binary(max_size=20), st.just(1)),
+    ),
+    max_size=15,
+)
+
+
+def _fragments(data: bytes, parts: int) -> list[bytes]:
+    size = max(1, -(-len(data) // parts))
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+
+
+@settings(max_examples=50, deadline=None)
+@given(steps=_steps, cuts=st.lists(st.integers(1, 700), min_size=1, max_size=10))
+def test_whatever_the_peer_sends_and_however_it_is_cut_arrives_whole(
+    steps: list[tuple[str, Any, int]], cuts: list[int]
+) -> None:
+    """A client's messages -- whole or fragmented, with pings between them -- written in
+    arbitrary pieces arrive whole and in order through a channel on a real socket pair;
+    every ping is answered, in order; what the channel sends back arrives whole too."""
+
+    async def main() -> None:
+        server_sock, client_sock = trio.socket.socketpair()
+        server_stream = trio.SocketStream(server_sock)
+        client_stream = trio.SocketStream(client_sock)
+        server = WebsocketsChannel(
+            server_stream, ServerProtocol(state=State.OPEN, max_size=1 << 20), max_frame=1 << 20
+        )
+        client = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN)
+        expected: list[bytes] = []
+        pings: list[bytes] = []
+        for kind_, value, parts in steps:
+            if kind_ == "msg":
+                data = value.encode()
+                expected.append(data)
+                pieces = _fragments(data, parts)
+                if len(pieces) == 1:
+                    client.send_text(pieces[0])
+                else:
+                    client.send_text(pieces[0], fin=False)
+                    for piece in pieces[1:-1]:
+                        client.send_continuation(piece, fin=False)
+                    client.send_continuation(pieces[-1], fin=True)
+            else:
+                pings.append(value)
+                client.send_ping(value)
+        wire = b"".join(client.data_to_send())
+        replies = [f'{{"n":{i}}}' for i in range(len(expected))]
+
+        async def write() -> None:
+            position, turn = 0, 0
+            while position < len(wire):
+                size = cuts[turn % len(cuts)]
+                await client_stream.send_all(wire[position : position + size])
+                position += size
+                turn += 1
+                await trio.lowlevel.checkpoint()
+
+        got: list[bytes] = []
+
+        async def read() -> None:  # as a connection does: always receiving
+            while True:
+                got.append(await server.receive())
+
+        pongs: list[bytes] = []
+        texts: list[str] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                nursery.start_soon(read)
+                await server.send_many(replies)
+                while len(pongs) < len(pings) or len(texts) < len(replies):
+                    client.receive_data(await client_stream.receive_some(65536))
+                    for event in client.events_received():
+                        if event.opcode.name == "PONG":
+                            pongs.append(event.data)
+                        elif event.opcode.name == "TEXT":
+                            texts.append(event.data.decode())
+                while len(got) < len(expected):  # noqa: ASYNC110 - the reader fills it
+                    await trio.sleep(0.001)
+                nursery.cancel_scope.cancel()
+        assert got == expected
+        assert pongs == pings
+        assert texts == replies
+        await client_stream.aclose()  # (first: a server closing first lingers for its reply)
+        await server.aclose()
+
+    trio.run(main)

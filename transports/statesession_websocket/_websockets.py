@@ -26,7 +26,6 @@ reset the connection and throw away the last frames sent. It then closes the soc
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from typing import Any
@@ -75,10 +74,12 @@ def _peer_of(stream: _Stream) -> str:
     raw = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     assert isinstance(raw, trio.SocketStream)
     try:
-        host, port = raw.socket.getpeername()[:2]
+        name = raw.socket.getpeername()
     except OSError:
         return "ws:?"
-    return f"ws:{host}:{port}"
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"ws:{name[0]}:{name[1]}"
+    return f"ws:{name or '?'}"  # a Unix socket
 
 
 class WebsocketsChannel(Channel):
@@ -93,6 +94,7 @@ class WebsocketsChannel(Channel):
         "_fragments",
         "_max_frame",
         "_messages",
+        "_next",
         "_peer",
         "_write_failed",
         "_writing",
@@ -119,7 +121,9 @@ class WebsocketsChannel(Channel):
         #: The socket reached its end (EOF or an error): nothing more will be read.
         self._ended = False
         #: Whole messages parsed and not yet returned by ``receive``.
-        self._messages: deque[bytes] = deque()
+        #: (A list read from ``_next`` on: an empty deque costs 600 bytes, a list 56.)
+        self._messages: list[bytes] = []
+        self._next = 0
         #: The parts of a fragmented message being received.
         self._fragments: list[bytes] = []
         self._writing = False
@@ -180,7 +184,7 @@ class WebsocketsChannel(Channel):
             raise self._closed_error()
         messages = self._messages
         protocol = self.protocol
-        while not messages:
+        while self._next == len(messages):
             close = protocol.close_rcvd
             if close is not None and close.code == MESSAGE_TOO_BIG:
                 # A frame over a limit -- ours or the peer's -- ended the connection.
@@ -204,7 +208,15 @@ class WebsocketsChannel(Channel):
             self._take(protocol.events_received())
             if protocol.writes:
                 await self._answer()
-        return messages.popleft()
+        index = self._next
+        message = messages[index]
+        if index + 1 == len(messages):
+            messages.clear()
+            self._next = 0
+        else:
+            messages[index] = b""  # let it go
+            self._next = index + 1
+        return message
 
     async def _answer(self) -> None:
         """Write what the protocol answered while receiving, unless a write under way
