@@ -134,7 +134,12 @@ def _parser() -> argparse.ArgumentParser:
             "chart. Exit status: 0 legal, 1 illegal or corrupt, 2 unknown session."
         ),
     )
-    replay.add_argument("session", metavar="SESSION_ID")
+    replay.add_argument(
+        "session",
+        metavar="SESSION_ID",
+        help="the session's id (ids this server makes never begin with '-'; one that does "
+        "goes after '--': statesession replay -- -abc)",
+    )
     replay.add_argument(
         "--store", default=DEFAULT_STORE, metavar="PATH", help=f"default: ./{DEFAULT_STORE}"
     )

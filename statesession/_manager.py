@@ -47,7 +47,7 @@ from ._session import Session
 from ._snapshot import LogEntry, SessionRecord
 from ._store import SessionStore
 from ._timers import Timers
-from ._util import collapse_single_exception_group
+from ._util import collapse_single_exception_group, new_id
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
 
@@ -289,7 +289,7 @@ class SessionManager:
         self._admit(principal)
         token = secrets.token_urlsafe(24)
         session = Session(
-            id=secrets.token_urlsafe(12),
+            id=new_id(12),
             principal=principal,
             manager=self,
             token_hash=_hash_token(token),
@@ -299,7 +299,7 @@ class SessionManager:
         connection = Connection(
             channel,
             session,
-            client=hello.client or secrets.token_urlsafe(9),
+            client=hello.client or new_id(9),
             token=token,
             resumed=False,
         )
@@ -320,7 +320,7 @@ class SessionManager:
         connection = Connection(
             channel,
             session,
-            client=hello.client or secrets.token_urlsafe(9),
+            client=hello.client or new_id(9),
             token=hello.token,
             resumed=True,
         )

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collapse_single_exception_group"]
+__all__ = ["collapse_single_exception_group", "new_id"]
+
+
+def new_id(nbytes: int) -> str:
+    """A random URL-safe id of ``nbytes`` bytes that does not begin with ``-``, so that it
+    can be passed on a command line (``statesession replay ID``) without being taken for
+    an option."""
+    while True:
+        candidate = secrets.token_urlsafe(nbytes)
+        if not candidate.startswith("-"):
+            return candidate
 
 
 @contextmanager

@@ -140,6 +140,30 @@ async def test_cli_sessions_and_replay_read_a_store(
     assert "3 transitions: a legal path of SessionChart" in replay.stdout
 
 
+def test_session_ids_never_begin_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id beginning with '-' would be taken for an option on a command line
+    (``statesession replay ID``): such a draw is thrown away."""
+    from statesession import _util
+
+    draws = iter(["-looks-like-a-flag", "fine-id"])
+    monkeypatch.setattr(_util.secrets, "token_urlsafe", lambda nbytes: next(draws))
+    assert _util.new_id(12) == "fine-id"
+
+
+def test_cli_replay_takes_a_dash_led_id_after_a_double_dash(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    trio.run(_empty_store, path)
+    result = run("replay", "--store", str(path), "--", "-abc", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "-abc" in result.stdout + result.stderr
+    assert "usage:" not in result.stderr
+
+
+async def _empty_store(path: Path) -> None:
+    async with statesession.open_store(path):
+        pass
+
+
 def test_cli_replay_reports_a_forged_history_and_a_corrupt_log(tmp_path: Path) -> None:
     path = tmp_path / "sessions.db"
 
