@@ -205,7 +205,11 @@ class Connection:
             trio.lowlevel.reschedule(task)
         elif not self._writer_running and self._open:
             self._writer_running = True
-            self.session._manager._nursery.start_soon(self._write_loop)
+            try:
+                self.session._manager._nursery.start_soon(self._write_loop)
+            except RuntimeError:  # the manager is gone: so is the connection
+                self._writer_running = False
+                self._drop()
 
     def _retire_writer(self) -> None:
         """The idle timer: end the writer if it has waited WRITER_IDLE seconds."""

@@ -614,3 +614,6 @@ async def open_manager(
             finally:
                 with trio.CancelScope(shield=True):
                     await manager._shutdown()
+                # Every session is gone and its connections told; a connection's writer
+                # still sending (it is bounded by send_timeout) does not hold the exit.
+                nursery.cancel_scope.cancel()
