@@ -250,63 +250,68 @@ class Connection:
         session = self.session
         channel = self.channel
         max_frame = session._manager.config.max_frame
-        with trio.CancelScope() as scope:
-            self._scope = scope
-            if self._aborted:
-                scope.cancel()
-            self._open = True
-            self.wake()
-            try:
-                while True:
-                    try:
-                        text = await channel.receive()
-                    except FrameTooLargeError as exc:
-                        self.fail(ProtocolError("frame_too_large", str(exc), fatal=True))
-                        await trio.sleep_forever()
-                    except ChannelError:
-                        break
-                    self.last_received = trio.current_time()
-                    try:
-                        frame = decode_client_frame(text, max_frame=max_frame)
-                        kind = type(frame)
-                        if kind is MsgFrame:
-                            assert isinstance(frame, MsgFrame)
-                            await self._on_msg(frame)
-                        elif kind is AckFrame:
-                            assert isinstance(frame, AckFrame)
-                            session._acknowledged(self, frame.seq)
-                        elif kind is PingFrame:
-                            # A peer waiting for acks pings: the next ack goes as soon as
-                            # there is something to acknowledge, without waiting for
-                            # ack_delay.
-                            if self.cursor is not None:
-                                self.cursor.ack_due = -math.inf
-                            self.queue(PONG_TEXT)
-                        elif kind is ByeFrame:
-                            assert isinstance(frame, ByeFrame)
-                            self._bye = True
-                            log.info(
-                                "session %s: %s said bye (%s)", session.id, self.peer, frame.reason
-                            )
-                            session.terminate("bye")
-                        elif kind is HelloFrame:
-                            raise ProtocolError("bad_frame", "hello may only be the first frame")
-                    except ProtocolError as exc:
-                        self.fail(exc)
-                        if exc.fatal:
+        try:
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                if self._aborted:
+                    scope.cancel()
+                self._open = True
+                self.wake()
+                try:
+                    while True:
+                        try:
+                            text = await channel.receive()
+                        except FrameTooLargeError as exc:
+                            self.fail(ProtocolError("frame_too_large", str(exc), fatal=True))
                             await trio.sleep_forever()
-            finally:
-                self._open = False
-                self._drop()
-                for timer in (self._send_timer, self._idle_timer):
-                    if timer is not None:
-                        timer.disarm()
-                self._send_timer = self._idle_timer = None
-        if self._writer_running:
-            # The writer was told to stop (_drop); the connection ends when it has.
-            self._writer_done = trio.Event()
-            with trio.CancelScope(shield=True):
-                await self._writer_done.wait()
+                        except ChannelError:
+                            break
+                        self.last_received = trio.current_time()
+                        try:
+                            frame = decode_client_frame(text, max_frame=max_frame)
+                            kind = type(frame)
+                            if kind is MsgFrame:
+                                assert isinstance(frame, MsgFrame)
+                                await self._on_msg(frame)
+                            elif kind is AckFrame:
+                                assert isinstance(frame, AckFrame)
+                                session._acknowledged(self, frame.seq)
+                            elif kind is PingFrame:
+                                # A peer waiting for acks pings: the next ack goes as soon as
+                                # there is something to acknowledge, without waiting for
+                                # ack_delay.
+                                if self.cursor is not None:
+                                    self.cursor.ack_due = -math.inf
+                                self.queue(PONG_TEXT)
+                            elif kind is ByeFrame:
+                                assert isinstance(frame, ByeFrame)
+                                self._bye = True
+                                log.info(
+                                    "session %s: %s said bye (%s)",
+                                    session.id,
+                                    self.peer,
+                                    frame.reason,
+                                )
+                                session.terminate("bye")
+                            elif kind is HelloFrame:
+                                raise ProtocolError(
+                                    "bad_frame", "hello may only be the first frame"
+                                )
+                        except ProtocolError as exc:
+                            self.fail(exc)
+                            if exc.fatal:
+                                await trio.sleep_forever()
+                finally:
+                    self._open = False
+                    self._drop()
+                    self._disarm_timers()
+        finally:
+            # However the reader ended (even cancelled from outside), the connection ends
+            # when its writer has: the channel is closed after this returns.
+            if self._writer_running:
+                self._writer_done = trio.Event()
+                with trio.CancelScope(shield=True):
+                    await self._writer_done.wait()
         timeout = self.session._manager.config.send_timeout
         since = self._sending_since
         if since is not None and trio.current_time() - since >= timeout:
@@ -401,8 +406,16 @@ class Connection:
             self._retiring = False
             if ending:
                 self._drop()
+            if not self._open:
+                self._disarm_timers()  # (this writer may have armed them after run ended)
             if self._writer_done is not None:
                 self._writer_done.set()
+
+    def _disarm_timers(self) -> None:
+        for timer in (self._send_timer, self._idle_timer):
+            if timer is not None:
+                timer.disarm()
+        self._send_timer = self._idle_timer = None
 
     def _check_send(self) -> None:
         """Drop the connection if its send under way began ``send_timeout`` ago; else

@@ -520,6 +520,47 @@ async def test_session_a_channel_bug_while_writing_ends_only_that_connection(
         assert (await bystander.receive_type("msg"))["data"] == "fine"
 
 
+async def test_session_connection_cancelled_from_outside_closes_after_its_writer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The task serving a connection is cancelled (the server stops serving) while the
+    connection's writer is stuck sending: the channel is closed only once the writer has
+    stopped, never under a send in progress."""
+    events: list[str] = []
+
+    class Watched(FaultyChannel):
+        async def send(self, frame: str) -> None:
+            events.append("send begins")
+            try:
+                await super().send(frame)
+            finally:
+                events.append("send ends")
+
+        async def aclose(self, error: str | None = None) -> None:
+            events.append("aclose")
+            await super().aclose(error)
+
+    async with serving() as served:
+        server_end, client_end = memory_channel_pair(buffer=0)
+        peer = RawPeer(client_end)
+        serving_scope = trio.CancelScope()
+
+        async def serve() -> None:
+            with serving_scope:
+                await served.manager.serve_channel(Watched(server_end))
+
+        served.nursery.start_soon(serve)
+        await client_end.send('{"type":"hello","v":1}')
+        await client_end.receive()  # the welcome
+        await peer.send({"type": "msg", "seq": 1, "data": "x"})
+        await trio.sleep(0.5)  # the echo's send now waits: the client reads nothing
+        assert events[-1] == "send begins"
+        serving_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert "aclose" in events
+        assert events.index("aclose") > len(events) - 1 - events[::-1].index("send ends")
+
+
 async def test_session_window_expiry_terminates(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

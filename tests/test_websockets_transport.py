@@ -366,3 +366,51 @@ def test_whatever_the_peer_sends_and_however_it_is_cut_arrives_whole(
         await server.aclose()
 
     trio.run(main)
+
+
+async def test_the_reply_to_a_close_goes_out_even_while_a_write_is_under_way() -> None:
+    """The peer closes while this side's writer is stuck in a big write: receive reports
+    the close only once that write (which carries the reply) is over, so the writer being
+    cancelled next -- as a connection does when its reader ends -- loses no reply."""
+    transport = statesession.load_transport("websockets")
+    config = SessionConfig(max_frame=1 << 20, send_timeout=5.0)
+    taken: list[Channel] = []
+    ready = trio.Event()
+
+    async def handler(channel: Channel) -> None:
+        taken.append(channel)
+        ready.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            lambda task_status: transport.serve(
+                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
+            )
+        )
+        client = await transport.connect(url, nursery=nursery, max_frame=1 << 20)
+        with trio.fail_after(5):
+            await ready.wait()
+        (server,) = taken
+        with trio.fail_after(10):
+            async with trio.open_nursery() as connection:
+                writer = trio.CancelScope()
+
+                async def write() -> None:
+                    with writer:  # more than the socket buffers hold: it waits
+                        await server.send_many(["x" * 500_000] * 16)
+
+                async def read() -> None:
+                    with pytest.raises(statesession.ChannelBrokenError, match="1000"):
+                        await server.receive()
+                    writer.cancel()  # the reader ended: so does the writer
+
+                connection.start_soon(write)
+                connection.start_soon(read)
+                await trio.sleep(0.2)
+                await client.aclose()  # reads what the server still sends, then its reply
+        await server.aclose()
+        close = client.protocol.close_rcvd  # type: ignore[attr-defined]
+        assert close is not None
+        assert close.code == 1000
+        nursery.cancel_scope.cancel()

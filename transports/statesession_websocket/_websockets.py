@@ -220,8 +220,14 @@ class WebsocketsChannel(Channel):
 
     async def _answer(self) -> None:
         """Write what the protocol answered while receiving, unless a write under way
-        will take it. Shielded and bounded: a receive's cancellation must lose nothing."""
-        if self._writing or self._write_failed is not None:
+        will take it. Shielded and bounded: a receive's cancellation must lose nothing.
+
+        When the answer is the reply to the peer's close frame and another task is
+        writing, wait for that write to end (it sends the reply): once ``receive``
+        reports the close, the writer may be cancelled, and the reply with it."""
+        if self._write_failed is not None:
+            return
+        if self._writing and self.protocol.close_rcvd is None:
             return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._close_timeout
@@ -300,8 +306,9 @@ class WebsocketsChannel(Channel):
             with trio.move_on_after(min(self._close_timeout, LINGER)):
                 if protocol.state is _OPEN:
                     protocol.send_close(CLOSE_CODES.get(error, 4000), error or "")
-                if self._write_failed is None:
-                    await self._write()
+                if self._write_failed is not None:
+                    return  # a frame was cut short: no close handshake can follow it
+                await self._write()
                 # Read until the peer has answered with its close frame (it sends nothing
                 # after it), or closed the connection.
                 while not self._ended and (
