@@ -109,7 +109,9 @@ class Connection:
         self.next_seq = 1
         self.last_received = trio.current_time()
         self.last_ping = -math.inf
-        self._control: Fifo[str] = Fifo()
+        #: Control frames to send ahead of messages; made when one is queued, dropped
+        #: when empty (an idle connection holds none).
+        self._control: Fifo[str] | None = None
         self._ack_every = session._manager.config.ack_every
         self._reack = False
         self._final: str | None = None
@@ -148,6 +150,8 @@ class Connection:
         cursor.ack_sent = cursor.processed  # the welcome says it
         cursor.ack_due = math.inf
         self.last_received = now
+        if self._control is None:
+            self._control = Fifo()
         self._control.appendleft(
             encode_frame(
                 WelcomeFrame(
@@ -171,6 +175,8 @@ class Connection:
 
     def queue(self, text: str) -> None:
         """Send a control frame ahead of buffered messages."""
+        if self._control is None:
+            self._control = Fifo()
         self._control.append(text)
         self.wake()
 
@@ -439,8 +445,12 @@ class Connection:
         messages: it is small, and a peer may be waiting on it to send more. An ack is
         due after ``ack_delay``, when ``ack_every`` messages wait for it, for a duplicate,
         and before the connection's last frame."""
-        if self._control:
-            return self._control.popleft(), False
+        control = self._control
+        if control:
+            text = control.popleft()
+            if not control:
+                self._control = None
+            return text, False
         final = self._final
         if final is not None and not self._flush:
             return final, True
