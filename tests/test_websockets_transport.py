@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -50,9 +50,24 @@ async def test_either_websocket_transport_talks_to_the_other(server: str, client
 
 
 @asynccontextmanager
+async def served(
+    handler: Callable[[Channel], Awaitable[None]], config: SessionConfig
+) -> AsyncIterator[str]:
+    """The ``websockets`` transport serving ``handler`` on 127.0.0.1; yields its URL."""
+    transport = statesession.load_transport("websockets")
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            lambda task_status: transport.serve(
+                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
+            )
+        )
+        yield url
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
 async def frame_echo(max_frame: int = 65536) -> AsyncIterator[tuple[str, list[Channel]]]:
     """A ``websockets`` server that echoes every frame back, and its channels."""
-    transport = statesession.load_transport("websockets")
     channels: list[Channel] = []
 
     async def handler(channel: Channel) -> None:
@@ -64,14 +79,29 @@ async def frame_echo(max_frame: int = 65536) -> AsyncIterator[tuple[str, list[Ch
             pass
 
     config = SessionConfig(max_frame=max_frame, send_timeout=2.0, handshake_timeout=2.0)
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(
-            lambda task_status: transport.serve(
-                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
-            )
-        )
+    async with served(handler, config) as url:
         yield url, channels
-        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def held(config: SessionConfig) -> AsyncIterator[tuple[str, list[Channel]]]:
+    """A ``websockets`` server that keeps each channel it accepts for the test to drive."""
+    channels: list[Channel] = []
+
+    async def handler(channel: Channel) -> None:
+        channels.append(channel)
+        await trio.sleep_forever()
+
+    async with served(handler, config) as url:
+        yield url, channels
+
+
+async def first(channels: list[Channel]) -> Channel:
+    """The first channel the server accepted, once it has."""
+    with trio.fail_after(5):
+        while not channels:  # noqa: ASYNC110 - the server's handler fills it
+            await trio.sleep(0.01)
+    return channels[0]
 
 
 class RawClient:
@@ -147,26 +177,9 @@ async def test_a_ping_is_answered_by_the_receiving_task() -> None:
 
 async def test_a_cancelled_receive_keeps_a_pong_and_the_frame_after_it() -> None:
     """Receives cancelled over and over while pings and frames arrive lose nothing."""
-    transport = statesession.load_transport("websockets")
-    taken: list[Channel] = []
-    ready = trio.Event()
-
-    async def handler(channel: Channel) -> None:
-        taken.append(channel)
-        ready.set()
-        await trio.sleep_forever()
-
-    config = SessionConfig(send_timeout=2.0)
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(
-            lambda task_status: transport.serve(
-                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
-            )
-        )
+    async with held(SessionConfig(send_timeout=2.0)) as (url, channels):
         client = await RawClient.open(url)
-        with trio.fail_after(5):
-            await ready.wait()
-        (server,) = taken
+        server = await first(channels)
         for i in range(20):
             client.protocol.send_ping(str(i).encode())
             client.protocol.send_text(f'{{"n":{i}}}'.encode())
@@ -192,7 +205,6 @@ async def test_a_cancelled_receive_keeps_a_pong_and_the_frame_after_it() -> None
         pongs = [(await client.next_event()).data for _ in range(20)]
         assert pongs == [str(i).encode() for i in range(20)]
         await client.stream.aclose()
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_plain_http_request_is_answered_and_ends_only_itself() -> None:
@@ -374,24 +386,9 @@ async def test_the_reply_to_a_close_goes_out_even_while_a_write_is_under_way() -
     cancelled next -- as a connection does when its reader ends -- loses no reply."""
     transport = statesession.load_transport("websockets")
     config = SessionConfig(max_frame=1 << 20, send_timeout=5.0)
-    taken: list[Channel] = []
-    ready = trio.Event()
-
-    async def handler(channel: Channel) -> None:
-        taken.append(channel)
-        ready.set()
-        await trio.sleep_forever()
-
-    async with trio.open_nursery() as nursery:
-        url = await nursery.start(
-            lambda task_status: transport.serve(
-                handler, "ws://127.0.0.1:0/", config=config, task_status=task_status
-            )
-        )
+    async with held(config) as (url, channels), trio.open_nursery() as nursery:
         client = await transport.connect(url, nursery=nursery, max_frame=1 << 20)
-        with trio.fail_after(5):
-            await ready.wait()
-        (server,) = taken
+        server = await first(channels)
         with trio.fail_after(10):
             async with trio.open_nursery() as connection:
                 writer = trio.CancelScope()

@@ -240,23 +240,22 @@ class WebsocketsChannel(Channel):
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def send(self, frame: str) -> None:
+    def _writable(self) -> _Protocol:
+        """The protocol to frame messages with; raises if nothing more can be sent."""
         if self._closed:
             raise self._closed_error()
         protocol = self.protocol
         if protocol.state is not _OPEN or self._write_failed is not None:
             raise self._broken()
-        protocol.send_text(frame.encode())
+        return protocol
+
+    async def send(self, frame: str) -> None:
+        self._writable().send_text(frame.encode())
         await self._write()
 
     async def send_many(self, frames: Iterable[str]) -> None:
         """Send several frames with one write (as a replay does)."""
-        if self._closed:
-            raise self._closed_error()
-        protocol = self.protocol
-        if protocol.state is not _OPEN or self._write_failed is not None:
-            raise self._broken()
-        send_text = protocol.send_text
+        send_text = self._writable().send_text
         for frame in frames:
             send_text(frame.encode())
         await self._write()
@@ -277,12 +276,7 @@ class WebsocketsChannel(Channel):
         stream = self.stream
         try:
             while chunks := protocol.data_to_send():
-                eof = chunks[-1] == SEND_EOF
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                if data:
-                    await stream.send_all(data)
-                if eof and isinstance(stream, trio.SocketStream):
-                    await stream.send_eof()
+                await _send_chunks(stream, chunks)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._write_failed = exc
             raise self._broken() from exc
@@ -371,13 +365,21 @@ async def _read_handshake(stream: _Stream, protocol: _Protocol) -> list[object]:
             return []
 
 
+async def _send_chunks(stream: _Stream, chunks: list[bytes]) -> None:
+    """Write what a protocol queued (``data_to_send()``) in one write, then end this
+    side of the stream if it asked to (``SEND_EOF`` comes last; TLS streams cannot)."""
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if data:
+        await stream.send_all(data)
+    if chunks[-1] == SEND_EOF and isinstance(stream, trio.SocketStream):
+        await stream.send_eof()
+
+
 async def _flush(stream: _Stream, protocol: _Protocol) -> None:
     """Write what ``protocol`` queued during the handshake."""
-    for chunk in protocol.data_to_send():
-        if chunk:
-            await stream.send_all(chunk)
-        elif isinstance(stream, trio.SocketStream):
-            await stream.send_eof()
+    chunks = protocol.data_to_send()
+    if chunks:
+        await _send_chunks(stream, chunks)
 
 
 class WebsocketsTransport(WebSocketServing):
