@@ -14,12 +14,18 @@ Measured, on a manager with a store (a fresh SQLite file by default):
 Baselines, same run: saving the N snapshots those sessions wrote and committing them, and
 loading them back -- the store's floor, with no session work at all; and trio's floor:
 starting N tasks shaped like a session's (a task with a nursery and one child, as the
-actor and the app) and cancelling them until they have unwound -- what any design that
-gives each session a task of its own pays before doing anything.
+actor and the app) and cancelling them until they have unwound -- what this design pays
+before doing anything -- and starting and cancelling N single tasks (one waiting app per
+session): what any design that runs each session's app as a task of its own pays. The
+store's floor plus the single task's is the least a session can cost each way with this
+store, whatever the rest of the design.
 
-Times are the median of ``--runs`` runs. Memory is what tracemalloc counts (Python
-allocations) in one more run: held with N live idle sessions, after they were passivated,
-and after they were brought back.
+Times are the median of ``--runs`` runs, made once as Python runs by default and once with
+its cyclic garbage collector paused (``--gc`` picks one): the difference is what the
+collector's full passes over a heap of N sessions cost, which grows with the heap and is
+paid by any Python program that makes or unmakes that many objects. Memory is what
+tracemalloc counts (Python allocations) in one more run: held with N live idle sessions,
+after they were passivated, and after they were brought back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import statistics
 import tempfile
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -57,8 +63,10 @@ class Figures:
     rehydrate: float = 0.0
     save_floor: float = 0.0
     load_floor: float = 0.0
-    start_floor: float = 0.0
+    start_floor: float = 0.0  # a session-shaped task pair
     cancel_floor: float = 0.0
+    start_one: float = 0.0  # a single task
+    cancel_one: float = 0.0
     live: float = 0.0  # bytes held by N live sessions
     passivated: float = 0.0  # bytes held once they were passivated
     back: float = 0.0  # bytes held once they were brought back
@@ -75,20 +83,27 @@ async def fresh_store(kind: str) -> AsyncIterator[SessionStore]:
             yield store
 
 
-async def trio_floor(count: int, figures: Figures) -> None:
-    """Start ``count`` session-shaped task pairs, then cancel them; record both times."""
+async def one_task(scope: trio.CancelScope) -> None:
+    """The least a session with an app of its own can be: one task, waiting."""
+    with scope:
+        await trio.sleep_forever()
 
+
+async def trio_floor(
+    count: int, shape: Callable[[trio.CancelScope], Awaitable[None]]
+) -> tuple[float, float]:
+    """Start ``count`` tasks of ``shape``, then cancel them: seconds for each."""
     scopes = [trio.CancelScope() for _ in range(count)]
     async with trio.open_nursery() as nursery:
         started = time.perf_counter()
         for scope in scopes:
-            nursery.start_soon(session_shaped, scope)
+            nursery.start_soon(shape, scope)
         await trio.testing.wait_all_tasks_blocked()
-        figures.start_floor = time.perf_counter() - started
+        start = time.perf_counter() - started
         started = time.perf_counter()
         for scope in scopes:
             scope.cancel()
-    figures.cancel_floor = time.perf_counter() - started
+    return start, time.perf_counter() - started
 
 
 def traced() -> int:
@@ -105,7 +120,18 @@ async def hello(channel: MemoryChannel, frame: dict[str, object]) -> dict[str, o
     return welcome  # type: ignore[no-any-return]
 
 
-async def run_once(count: int, store_kind: str, trace: bool) -> Figures:
+def run_once(count: int, store_kind: str, trace: bool, gc_paused: bool) -> Figures:
+    if not gc_paused:
+        return trio.run(measure, count, store_kind, trace)
+    gc.disable()
+    try:
+        return trio.run(measure, count, store_kind, trace)
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+async def measure(count: int, store_kind: str, trace: bool) -> Figures:
     figures = Figures()
     config = statesession.SessionConfig(max_sessions=count + 100, reconnect_window=3600)
     async with fresh_store(store_kind) as store, trio.open_nursery() as nursery:
@@ -183,7 +209,9 @@ async def run_once(count: int, store_kind: str, trace: bool) -> Figures:
         figures.back = traced() - base
         tracemalloc.stop()
 
-        await trio_floor(count, figures)  # with the sessions still held, as they were
+        # With the sessions still held, as they were.
+        figures.start_floor, figures.cancel_floor = await trio_floor(count, session_shaped)
+        figures.start_one, figures.cancel_one = await trio_floor(count, one_task)
         for client in clients:
             await client.aclose()
         await manager_cm.__aexit__(None, None, None)
@@ -196,30 +224,45 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument("--gc", choices=["both", "on", "paused"], default="both")
     args = parser.parse_args()
-    # Timed runs without tracing (it slows allocation down), then one traced run.
-    runs = [trio.run(run_once, args.sessions, args.store, False) for _ in range(args.runs)]
-    memory = trio.run(run_once, args.sessions, args.store, True)
-
-    def median(field: str) -> float:
-        return statistics.median(getattr(run, field) for run in runs)
-
     n = args.sessions
+    # Timed runs without tracing (it slows allocation down), then one traced run.
+    modes = {"on": [False], "paused": [True], "both": [False, True]}[args.gc]
+    runs = {
+        paused: [run_once(n, args.store, False, paused) for _ in range(args.runs)]
+        for paused in modes
+    }
+    memory = run_once(n, args.store, True, False)
+
+    def each(field: str, paused: bool) -> float:
+        """Seconds per session, median of the runs."""
+        return statistics.median(getattr(run, field) for run in runs[paused]) / n
+
     print(f"{n} sessions, {args.store} store, median of {args.runs} runs")
-    print(f"{'':<34}{'seconds':>9}{'sessions/s':>12}{'µs each':>9}{'vs store':>10}")
-    for label, field, floor in (
-        ("passivate (save, stop, leave)", "passivate", "save_floor"),
-        ("store floor: save + commit", "save_floor", "save_floor"),
-        ("trio floor: cancel 2 tasks", "cancel_floor", "save_floor"),
-        ("rehydrate (resume to welcome)", "rehydrate", "load_floor"),
-        ("store floor: load", "load_floor", "load_floor"),
-        ("trio floor: start 2 tasks", "start_floor", "load_floor"),
-    ):
-        seconds = median(field)
+    heading = {False: "GC as usual", True: "GC paused"}
+    print(f"{'':<34}" + "".join(f"{heading[paused]:>22}" for paused in modes))
+    print(f"{'':<34}" + f"{'µs each':>10}{'sessions/s':>12}" * len(modes))
+
+    def row(label: str, seconds: Callable[[bool], float]) -> None:
         print(
-            f"{label:<34}{seconds:>9.3f}{n / seconds:>12,.0f}{seconds / n * 1e6:>9.1f}"
-            f"{seconds / median(floor):>9.2f}x"
+            f"{label:<34}"
+            + "".join(f"{seconds(p) * 1e6:>10.1f}{1 / seconds(p):>12,.0f}" for p in modes)
         )
+
+    for label, fields in (
+        ("passivate (save, stop, leave)", ["passivate"]),
+        ("store floor: save + commit", ["save_floor"]),
+        ("trio floor: cancel 2 tasks", ["cancel_floor"]),
+        ("trio floor: cancel 1 task", ["cancel_one"]),
+        ("least: store + cancel 1 task", ["save_floor", "cancel_one"]),
+        ("rehydrate (resume to welcome)", ["rehydrate"]),
+        ("store floor: load", ["load_floor"]),
+        ("trio floor: start 2 tasks", ["start_floor"]),
+        ("trio floor: start 1 task", ["start_one"]),
+        ("least: store + start 1 task", ["load_floor", "start_one"]),
+    ):
+        row(label, lambda paused, fields=fields: sum(each(f, paused) for f in fields))
     print(f"{'memory (tracemalloc)':<32}{'KiB total':>12}{'KiB/session':>13}")
     for label, field in (
         ("live, idle", "live"),

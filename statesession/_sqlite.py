@@ -213,7 +213,8 @@ class SQLiteStore(SessionStore):
 
     def _queue(self) -> _Batch:
         self._generation += 1
-        self._work.unpark()
+        if self._work:  # (the flusher is waiting for work)
+            self._work.unpark()
         return self._queued
 
     async def save(self, snapshot: Snapshot) -> None:
@@ -306,24 +307,29 @@ class SQLiteStore(SessionStore):
         while True:
             while not self._loads:
                 await self._load_lot.park()
-            loads, self._loads = self._loads, {}
-            try:
-                found = await self._call(_read_snapshots, list(loads))
-            except StoreError as exc:
-                for waiters in loads.values():
-                    for pending in waiters:
-                        pending.resolve(None, exc)
-                continue
-            for key, waiters in loads.items():
-                text = found.get(key)
-                snapshot, error = None, None
-                if text is not None:
-                    try:
-                        snapshot = decode_snapshot(text, session_id=key)
-                    except StoreError as exc:
-                        error = exc
+            # (One batch per call: what was handed out must not stay referenced while
+            # the loader waits for the next loads.)
+            await self._load_queued()
+
+    async def _load_queued(self) -> None:
+        loads, self._loads = self._loads, {}
+        try:
+            found = await self._call(_read_snapshots, list(loads))
+        except StoreError as exc:
+            for waiters in loads.values():
                 for pending in waiters:
-                    pending.resolve(snapshot, error)
+                    pending.resolve(None, exc)
+            return
+        for key, waiters in loads.items():
+            text = found.get(key)
+            snapshot, error = None, None
+            if text is not None:
+                try:
+                    snapshot = decode_snapshot(text, session_id=key)
+                except StoreError as exc:
+                    error = exc
+            for pending in waiters:
+                pending.resolve(snapshot, error)
 
     # -- the flusher ------------------------------------------------------------------------
 

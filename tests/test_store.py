@@ -202,6 +202,22 @@ async def test_sqlite_store_lets_go_of_what_it_has_written(tmp_path: Path) -> No
         assert await store.load("s1") is not None  # from the file, not from memory
 
 
+async def test_sqlite_store_lets_go_of_what_it_has_loaded(tmp_path: Path) -> None:
+    # A rehydrated session owns its state; the store must not keep the snapshots it
+    # handed out (nor their text) until the next load.
+    async with open_store(tmp_path / "sessions.db") as store:
+        await store.save(snapshot("s1"))
+        await store.flush()
+        loaded = await store.load("s1")
+        assert loaded is not None
+        assert loaded.id == "s1"
+        await trio.testing.wait_all_tasks_blocked()
+        gone = weakref.ref(loaded)
+        del loaded
+        gc.collect()
+        assert gone() is None
+
+
 async def test_sqlite_store_batches_concurrent_loads(tmp_path: Path) -> None:
     async with open_store(tmp_path / "sessions.db") as store:
         for i in range(2000):
