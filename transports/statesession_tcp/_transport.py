@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -18,6 +16,7 @@ from statesession import (
     Transport,
     TransportError,
 )
+from statesession.sockets import peer_name, reset, serve_tcp
 
 from ._framing import FrameDecoder, encode_frame
 
@@ -43,10 +42,6 @@ def _address(url: str) -> tuple[str, int]:
     return host, DEFAULT_PORT if port is None else port
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 class TcpChannel(Channel):
     """A Channel over one TCP stream, each frame prefixed by its 4-byte length."""
 
@@ -57,11 +52,7 @@ class TcpChannel(Channel):
         self._decoder = FrameDecoder(max_frame)
         self._close_timeout = close_timeout
         self._closed = False
-        try:
-            host, port = stream.socket.getpeername()[:2]
-            self._peer = f"tcp:{host}:{port}"
-        except OSError:
-            self._peer = "tcp:?"
+        self._peer = peer_name(stream, "tcp")
 
     @property
     def peer(self) -> str:
@@ -119,8 +110,7 @@ class TcpChannel(Channel):
     async def abort(self) -> None:
         """Reset the connection (RST), as a crashed peer or a failed network would."""
         self._closed = True
-        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        await trio.aclose_forcefully(self.stream)
+        await reset(self.stream)
 
 
 class TcpTransport(Transport):
@@ -138,28 +128,16 @@ class TcpTransport(Transport):
     ) -> None:
         host, port = _address(url)
 
-        async def on_connection(stream: trio.SocketStream) -> None:
+        async def serve_one(stream: trio.SocketStream) -> None:
             channel = TcpChannel(
                 stream, max_frame=config.max_frame, close_timeout=config.send_timeout
             )
             try:
                 await handler(channel)
-            except Exception as exc:  # one connection's failure must not end the server
-                log.error("connection %s failed: %s", channel.peer, exc, exc_info=exc)
             finally:
                 await channel.aclose()
 
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        if port == 0:
-            # Each address a host name resolves to would get a port of its own; keep one,
-            # so the URL reported is the whole truth.
-            for extra in listeners[1:]:
-                await extra.aclose()
-            listeners = listeners[:1]
-        bound = listeners[0].socket.getsockname()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, on_connection, listeners)
-            task_status.started(f"tcp://{_url_host(bound[0])}:{bound[1]}")
+        await serve_tcp(host, port, serve_one, scheme="tcp", log=log, task_status=task_status)
 
     async def connect(self, url: str, *, nursery: trio.Nursery, max_frame: int) -> Channel:
         host, port = _address(url)

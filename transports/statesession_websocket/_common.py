@@ -1,4 +1,4 @@
-"""What both WebSocket transports share: close codes, URLs, listening sockets.
+"""What both WebSocket transports share: close codes, URLs, TLS settings and serving.
 
 Nothing here imports a WebSocket library, so either transport loads without the other's.
 """
@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import abc
 import logging
-import socket
 import ssl
-import struct
 from collections.abc import Awaitable, Callable
+from functools import partial
 from urllib.parse import urlsplit
 
 import trio
 
 from statesession import Channel, SessionConfig, Transport, TransportError
+from statesession.sockets import Stream, serve_tcp
 
 __all__ = [
     "CLOSE_CODES",
@@ -25,9 +25,6 @@ __all__ = [
     "WebSocketServing",
     "address",
     "first_cause",
-    "listen",
-    "reset",
-    "url_host",
 ]
 
 DEFAULT_PORT = 8765
@@ -64,11 +61,6 @@ def first_cause(exc: BaseException) -> BaseException:
             return exc
 
 
-def url_host(host: str) -> str:
-    """``host`` as it goes in a URL (IPv6 addresses in brackets)."""
-    return f"[{host}]" if ":" in host else host
-
-
 def address(url: str) -> tuple[str, int, str, bool]:
     """Host, port, path and whether TLS is asked for, from a ``ws://`` or ``wss://`` URL."""
     parts = urlsplit(url)
@@ -85,28 +77,6 @@ def address(url: str) -> tuple[str, int, str, bool]:
     if parts.query:
         path = f"{path}?{parts.query}"
     return parts.hostname or "127.0.0.1", port, path, secure
-
-
-async def reset(stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
-    """Close ``stream`` with a TCP reset (RST), as a crashed peer or a failed network
-    would; a stream already closed stays closed."""
-    raw = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(raw, trio.SocketStream) and raw.socket.fileno() != -1:
-        raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await trio.aclose_forcefully(stream)
-
-
-async def listen(host: str, port: int) -> tuple[list[trio.SocketListener], str, int]:
-    """Listening sockets for ``host``:``port``, with the host and port actually bound."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    if port == 0:
-        # Each address a host name resolves to would get a port of its own; keep one,
-        # so the URL reported is the whole truth.
-        for extra in listeners[1:]:
-            await extra.aclose()
-        listeners = listeners[:1]
-    bound = listeners[0].socket.getsockname()
-    return listeners, url_host(bound[0]), bound[1]
 
 
 class WebSocketServing(Transport):
@@ -128,8 +98,30 @@ class WebSocketServing(Transport):
         #: system's certificate authorities, ``ssl.create_default_context()``).
         self.client_ssl_context = client_ssl_context
 
-    def _client_context(self) -> ssl.SSLContext:
-        return self.client_ssl_context or ssl.create_default_context()
+    def _server_stream(self, raw: trio.SocketStream) -> Stream:
+        """An accepted connection as this transport serves it: under TLS for ``wss://``."""
+        if self.ssl_context is None:
+            return raw
+        return trio.SSLStream(raw, self.ssl_context, server_side=True, https_compatible=True)
+
+    async def _open_stream(self, host: str, port: int, secure: bool) -> Stream:
+        """A connection to ``host``:``port``; when ``secure``, under TLS with its handshake
+        done (verified with ``client_ssl_context``), or closed again if that fails."""
+        raw = await trio.open_tcp_stream(host, port)
+        if not secure:
+            return raw
+        stream = trio.SSLStream(
+            raw,
+            self.client_ssl_context or ssl.create_default_context(),
+            server_hostname=host,
+            https_compatible=True,
+        )
+        try:
+            await stream.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return stream
 
     async def serve(
         self,
@@ -145,21 +137,15 @@ class WebSocketServing(Transport):
                 f"serving {url} needs TLS: use {type(self).__name__}(ssl_context=...) or a "
                 "ws:// URL"
             )
-        log = logging.getLogger(f"statesession.{self.name}")
-
-        async def on_connection(stream: trio.SocketStream) -> None:
-            try:
-                await self._serve_one(stream, handler, config)
-            except Exception as exc:  # one connection's failure must not end the server
-                log.error("connection failed: %s", exc, exc_info=exc)
-            finally:
-                await trio.aclose_forcefully(stream)
-
-        listeners, bound_host, bound_port = await listen(host, port)
-        scheme = "ws" if self.ssl_context is None else "wss"
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, on_connection, listeners)
-            task_status.started(f"{scheme}://{bound_host}:{bound_port}/")
+        await serve_tcp(
+            host,
+            port,
+            partial(self._serve_one, handler=handler, config=config),
+            scheme="ws" if self.ssl_context is None else "wss",
+            path="/",
+            log=logging.getLogger(f"statesession.{self.name}"),
+            task_status=task_status,
+        )
 
     @abc.abstractmethod
     async def _serve_one(

@@ -20,6 +20,7 @@ from statesession import (
     FrameTooLargeError,
     SessionConfig,
 )
+from statesession.sockets import Stream, reset, url_host
 
 from ._common import (
     CLOSE_CODES,
@@ -28,8 +29,6 @@ from ._common import (
     WebSocketServing,
     address,
     first_cause,
-    reset,
-    url_host,
 )
 
 __all__ = ["WebSocketChannel", "WebSocketTransport", "transport"]
@@ -43,7 +42,7 @@ class WebSocketChannel(Channel):
     def __init__(
         self,
         connection: WebSocketConnection,
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None,
+        stream: Stream | None = None,
         *,
         max_frame: int,
         close_timeout: float = 10.0,
@@ -135,19 +134,14 @@ class WebSocketTransport(WebSocketServing):
         handler: Callable[[Channel], Awaitable[None]],
         config: SessionConfig,
     ) -> None:
-        transport_stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = stream
         channel: WebSocketChannel | None = None
         async with trio.open_nursery() as nursery:
             # The HTTP upgrade gets the handshake timeout: a client that never finishes it
             # (slowloris) is dropped.
             with trio.move_on_after(config.handshake_timeout):
-                if self.ssl_context is not None:
-                    transport_stream = trio.SSLStream(
-                        stream, self.ssl_context, server_side=True, https_compatible=True
-                    )
                 request = await wrap_server_stream(
                     nursery,
-                    transport_stream,
+                    self._server_stream(stream),
                     max_message_size=config.max_frame,
                     receive_buffer_size=RECEIVE_SIZE,
                 )
@@ -179,20 +173,13 @@ class WebSocketTransport(WebSocketServing):
     ) -> None:
         host, port, path, secure = address(url)
         started = False
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+        stream: Stream | None = None
         try:
             async with trio.open_nursery() as inner:
-                stream = await trio.open_tcp_stream(host, port)
-                if secure:
-                    stream = trio.SSLStream(
-                        stream,
-                        self._client_context(),
-                        server_hostname=host,
-                        https_compatible=True,
-                    )
-                    # Before trio-websocket sees the stream: a TLS handshake that fails
-                    # inside its handshake leaves it waiting for ever.
-                    await stream.do_handshake()
+                # (With TLS, its handshake done before trio-websocket sees the stream: a
+                # TLS handshake that fails inside trio-websocket's leaves it waiting for
+                # ever.)
+                stream = await self._open_stream(host, port, secure)
                 connection = await wrap_client_stream(
                     inner,
                     stream,

@@ -47,6 +47,7 @@ from statesession import (
     FrameTooLargeError,
     SessionConfig,
 )
+from statesession.sockets import Stream, peer_name, reset
 
 from ._common import (
     CLOSE_CODES,
@@ -55,7 +56,6 @@ from ._common import (
     WebSocketServing,
     address,
     first_cause,
-    reset,
 )
 
 __all__ = ["LINGER", "WebsocketsChannel", "WebsocketsTransport", "transport"]
@@ -66,20 +66,7 @@ log = logging.getLogger("statesession.websockets")
 LINGER = 2.0
 
 _OPEN = State.OPEN
-_Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 _Protocol = ServerProtocol | ClientProtocol
-
-
-def _peer_of(stream: _Stream) -> str:
-    raw = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    assert isinstance(raw, trio.SocketStream)
-    try:
-        name = raw.socket.getpeername()
-    except OSError:
-        return "ws:?"
-    if isinstance(name, tuple) and len(name) >= 2:
-        return f"ws:{name[0]}:{name[1]}"
-    return f"ws:{name or '?'}"  # a Unix socket
 
 
 class WebsocketsChannel(Channel):
@@ -105,7 +92,7 @@ class WebsocketsChannel(Channel):
 
     def __init__(
         self,
-        stream: _Stream,
+        stream: Stream,
         protocol: _Protocol,
         *,
         max_frame: int,
@@ -116,7 +103,7 @@ class WebsocketsChannel(Channel):
         self.protocol = protocol
         self._max_frame = max_frame
         self._close_timeout = close_timeout
-        self._peer = _peer_of(stream)
+        self._peer = peer_name(stream, "ws")
         self._closed = False
         #: The socket reached its end (EOF or an error): nothing more will be read.
         self._ended = False
@@ -200,11 +187,9 @@ class WebsocketsChannel(Channel):
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._ended = True
                 raise self._broken() from exc
-            if data:
-                protocol.receive_data(data)
-            else:
+            _feed(protocol, data)
+            if not data:
                 self._ended = True
-                protocol.receive_eof()
             self._take(protocol.events_received())
             if protocol.writes:
                 await self._answer()
@@ -309,9 +294,9 @@ class WebsocketsChannel(Channel):
                     protocol.close_rcvd is None or protocol.close_sent is None
                 ):
                     data = await self.stream.receive_some(RECEIVE_SIZE)
+                    _feed(protocol, data)
                     if not data:
                         break
-                    protocol.receive_data(data)
                     protocol.events_received()
                     if protocol.writes and self._write_failed is None:
                         await self._write()
@@ -349,15 +334,20 @@ class WebsocketsChannel(Channel):
                 await trio.aclose_forcefully(self.stream)
 
 
-async def _read_handshake(stream: _Stream, protocol: _Protocol) -> list[object]:
+def _feed(protocol: _Protocol, data: bytes | bytearray) -> None:
+    """Give ``protocol`` what a read returned (nothing: the end of the input)."""
+    if data:
+        protocol.receive_data(data)
+    else:
+        protocol.receive_eof()
+
+
+async def _read_handshake(stream: Stream, protocol: _Protocol) -> list[object]:
     """Feed ``protocol`` until its handshake event (and whatever came with it) is out;
     ``[]`` if the peer closed first."""
     while True:
         data = await stream.receive_some(RECEIVE_SIZE)
-        if data:
-            protocol.receive_data(data)
-        else:
-            protocol.receive_eof()
+        _feed(protocol, data)
         events: list[Any] = protocol.events_received()
         if events or not data or protocol.state is State.CLOSED:
             return events
@@ -365,7 +355,7 @@ async def _read_handshake(stream: _Stream, protocol: _Protocol) -> list[object]:
             return []
 
 
-async def _send_chunks(stream: _Stream, chunks: list[bytes]) -> None:
+async def _send_chunks(stream: Stream, chunks: list[bytes]) -> None:
     """Write what a protocol queued (``data_to_send()``) in one write, then end this
     side of the stream if it asked to (``SEND_EOF`` comes last; TLS streams cannot)."""
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -375,7 +365,7 @@ async def _send_chunks(stream: _Stream, chunks: list[bytes]) -> None:
         await stream.send_eof()
 
 
-async def _flush(stream: _Stream, protocol: _Protocol) -> None:
+async def _flush(stream: Stream, protocol: _Protocol) -> None:
     """Write what ``protocol`` queued during the handshake."""
     chunks = protocol.data_to_send()
     if chunks:
@@ -416,9 +406,7 @@ class WebsocketsTransport(WebSocketServing):
     async def _accept(
         self, raw: trio.SocketStream, config: SessionConfig
     ) -> WebsocketsChannel | None:
-        stream: _Stream = raw
-        if self.ssl_context is not None:
-            stream = trio.SSLStream(raw, self.ssl_context, server_side=True, https_compatible=True)
+        stream = self._server_stream(raw)
         protocol = ServerProtocol(max_size=config.max_frame)
         try:
             events = await _read_handshake(stream, protocol)
@@ -430,12 +418,12 @@ class WebsocketsTransport(WebSocketServing):
                 accepted = response.status_code == 101
             await _flush(stream, protocol)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("%s: the WebSocket handshake failed: %s", _peer_of(stream), exc)
+            log.info("%s: the WebSocket handshake failed: %s", peer_name(stream, "ws"), exc)
             return None
         if not accepted:
             log.info(
                 "%s: refused the WebSocket handshake: %s",
-                _peer_of(stream),
+                peer_name(stream, "ws"),
                 protocol.handshake_exc or "the client closed the connection",
             )
             return None
@@ -451,33 +439,23 @@ class WebsocketsTransport(WebSocketServing):
         host, port, path, secure = address(url)
         resource, _, query = path.partition("?")
         uri = WebSocketURI(secure, host, port, resource, query)
-        stream: _Stream | None = None
+        stream: Stream | None = None
         try:
-            stream = await trio.open_tcp_stream(host, port)
-            if secure:
-                stream = trio.SSLStream(
-                    stream,
-                    self._client_context(),
-                    server_hostname=host,
-                    https_compatible=True,
-                )
+            stream = await self._open_stream(host, port, secure)
             protocol = ClientProtocol(uri, max_size=max_frame)
             protocol.send_request(protocol.connect())
             await _flush(stream, protocol)
             events = await _read_handshake(stream, protocol)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if not events or not isinstance(events[0], Response) or protocol.handshake_exc:
+                why = protocol.handshake_exc or "the server closed the connection"
+                raise ChannelBrokenError(f"could not open {url}: {why}")
+        except BaseException as exc:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
-            cause = first_cause(exc)
-            raise ChannelBrokenError(f"could not open {url}: {cause}") from cause
-        except BaseException:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
+            if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError):
+                cause = first_cause(exc)
+                raise ChannelBrokenError(f"could not open {url}: {cause}") from cause
             raise
-        if not events or not isinstance(events[0], Response) or protocol.handshake_exc:
-            await trio.aclose_forcefully(stream)
-            why = protocol.handshake_exc or "the server closed the connection"
-            raise ChannelBrokenError(f"could not open {url}: {why}")
         channel = WebsocketsChannel(stream, protocol, max_frame=max_frame, events=events[1:])
         await nursery.start(channel._close_with)
         return channel
