@@ -39,13 +39,19 @@ def bounded(seconds: float, what: str) -> Iterator[None]:
         raise Stalled(f"timed out after {seconds:g} s waiting for {what}") from None
 
 
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first exception in ``exc`` that is not a group (``exc`` itself if it is none)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def describe(exc: BaseException) -> str:
     """An exception and what caused it, on one line (the first of each group)."""
     parts: list[str] = []
     cause: BaseException | None = exc
     while cause is not None and len(parts) < 4:
-        while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            cause = cause.exceptions[0]
+        cause = first_leaf(cause)
         text = str(cause)
         parts.append(f"{type(cause).__name__}: {text}" if text else type(cause).__name__)
         cause = cause.__cause__

@@ -24,10 +24,12 @@ import trio.testing
 from _common import idle_app
 
 import statesession
+from statesession._connection import WRITER_IDLE
 from statesession.testing import memory_channel_pair
 
-#: Seconds every connection is left idle before memory is measured (--idle).
-IDLE = 1.5
+#: Seconds every connection is left idle before memory is measured (--idle): long enough
+#: for idle connections' writers to have ended.
+IDLE = WRITER_IDLE + 0.5
 
 
 async def measure(

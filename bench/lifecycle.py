@@ -58,7 +58,15 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, supp
 import attrs
 import trio
 import trio.testing
-from _common import BenchError, Span, Stopwatch, bounded, idle_app, session_shaped
+from _common import (
+    BenchError,
+    Span,
+    Stopwatch,
+    bounded,
+    first_leaf,
+    idle_app,
+    session_shaped,
+)
 
 import statesession
 from statesession import ChannelError, Outcome, SessionConfig
@@ -343,12 +351,6 @@ def rows(
             f"{cpu / base_cpu:>7.2f}x  {unit:<11}{extra}".rstrip()
         )
     return lines
-
-
-def first_leaf(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ from urllib.parse import urlsplit
 import attrs
 import psutil
 import trio
-from _common import BenchError, describe
+from _common import BenchError, describe, idle_app
 from trio_websocket import (
     ConnectionClosed,
     WebSocketRequest,
@@ -160,11 +160,6 @@ async def serve_raw_trio_websocket(
         task_status.started(server.port)
 
 
-async def echo_app(session: statesession.Session) -> None:
-    async for message in session:
-        await session.send(message.data)
-
-
 async def serve_statesession(
     host: str,
     port: int,
@@ -174,7 +169,7 @@ async def serve_statesession(
 ) -> None:
     config = statesession.SessionConfig()
     async with (
-        statesession.open_manager(echo_app, config=config) as manager,
+        statesession.open_manager(idle_app, config=config) as manager,
         trio.open_nursery() as nursery,
     ):
         url = await nursery.start(

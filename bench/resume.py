@@ -44,7 +44,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from _common import BenchError, Span, Stopwatch, bounded
+from _common import BenchError, Span, Stopwatch, bounded, first_leaf
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -55,6 +55,7 @@ from trio_websocket import (
 
 import statesession
 from statesession import SessionConfig
+from statesession_websocket._common import RECEIVE_SIZE
 
 #: The goal for reconnecting and receiving 1,000 replayed messages, in seconds.
 GOAL = 0.050
@@ -62,8 +63,8 @@ GOAL = 0.050
 HOST = "127.0.0.1"
 
 #: trio-websocket settings of the library's WebSocket transport, used by every peer here.
-MAX_MESSAGE = 1024 * 1024
-RECEIVE_BUFFER = 65536
+MAX_MESSAGE = SessionConfig().max_frame
+RECEIVE_BUFFER = RECEIVE_SIZE
 
 
 def connect(port: int) -> Any:
@@ -282,10 +283,7 @@ def main() -> None:
     try:
         bare, kernels = trio.run(run, args.messages, args.size, args.runs)
     except* BenchError as group:
-        error: BaseException = group
-        while isinstance(error, BaseExceptionGroup):
-            error = error.exceptions[0]
-        sys.exit(f"resume: {error}")
+        sys.exit(f"resume: {first_leaf(group)}")
     base_wall = statistics.median(span.wall for span in bare)
     base_cpu = statistics.median(span.cpu for span in bare)
     rows = [("baseline: fresh connection, bare server", (base_wall, base_cpu), "")]

@@ -317,6 +317,8 @@ BASELINE = "raw-trio-websocket"
 # == tracing (in the server process) =========================================================
 
 
+_STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
+_PURELIB = sysconfig.get_paths()["purelib"]
 #: Where source files live, longest first: a traceback names files relative to these.
 SOURCE_ROOTS = sorted(
     {
@@ -342,9 +344,7 @@ def package(filename: str) -> str:
     """The top-level package a source file belongs to (``stdlib`` for the standard library)."""
     if filename.startswith("<attrs generated methods "):
         return filename.removeprefix("<attrs generated methods ").split(".", 1)[0]
-    if filename.startswith(sysconfig.get_paths()["stdlib"] + os.sep) and not filename.startswith(
-        sysconfig.get_paths()["purelib"]
-    ):
+    if filename.startswith(_STDLIB) and not filename.startswith(_PURELIB):
         return "stdlib"
     if filename in (__file__, _common.__file__):
         return "this script (the app; below it, trio's scheduler)"
