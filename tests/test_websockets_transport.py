@@ -26,12 +26,8 @@ import statesession
 from statesession import Channel, SessionConfig
 from statesession_websocket import WebsocketsChannel
 
+from .helpers import echo_app, live_tasks
 from .transports import net_server
-
-
-async def echo(session: statesession.Session) -> None:
-    async for message in session:
-        await session.send(message.data)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +35,7 @@ async def echo(session: statesession.Session) -> None:
 )
 async def test_either_websocket_transport_talks_to_the_other(server: str, client: str) -> None:
     async with (
-        net_server(server, echo) as served,
+        net_server(server, echo_app) as served,
         statesession.open_client(served.url, transport=client) as session,
     ):
         for i in range(50):
@@ -252,26 +248,15 @@ async def test_an_idle_connection_holds_no_task() -> None:
     """The server side of a connection runs in the task that serves it, and in no other."""
     async with frame_echo() as (url, channels):
         await trio.testing.wait_all_tasks_blocked()
-        before = len(_all_tasks())
+        before = len(live_tasks())
         clients = [await RawClient.open(url) for _ in range(5)]
         with trio.fail_after(5):
             while len(channels) < 5:  # noqa: ASYNC110 - polls the server
                 await trio.sleep(0.01)
         await trio.testing.wait_all_tasks_blocked()
-        assert len(_all_tasks()) - before == 5
+        assert len(live_tasks()) - before == 5
         for client in clients:
             await client.stream.aclose()
-
-
-def _all_tasks() -> list[trio.lowlevel.Task]:
-    found: list[trio.lowlevel.Task] = []
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        found.append(task)
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return found
 
 
 def test_importing_the_package_loads_no_websocket_library() -> None:
