@@ -23,6 +23,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 import attrs
@@ -586,25 +587,16 @@ async def open_client(
     if ack_every < 1:
         raise ValueError(f"ack_every must be at least 1, not {ack_every!r}")
     if isinstance(connect, str):
-        chosen: Transport | None = pick_transport(connect, transport)
+        picked = pick_transport(connect, transport)
     elif transport is not None:
         raise ValueError("transport goes with a URL, not with a function that connects")
-    else:
-        chosen = None
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            if chosen is not None:
-                url = connect
-                assert isinstance(url, str)
-                picked = chosen
-
-                async def connect_url() -> Channel:
-                    return await picked.connect(url, nursery=nursery, max_frame=max_frame)
-
-                opener: Connect = connect_url
-            else:
-                assert not isinstance(connect, str)
-                opener = connect
+            opener: Connect = (
+                partial(picked.connect, connect, nursery=nursery, max_frame=max_frame)
+                if isinstance(connect, str)
+                else connect
+            )
             client_obj = Client(
                 opener,
                 session=session,
