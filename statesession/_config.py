@@ -18,10 +18,32 @@ AttachPolicy = Literal["share", "takeover"]
 WindowExpiry = Literal["passivate", "terminate"]
 
 
-def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+def _number(attribute: attrs.Attribute[Any], value: Any, *, infinite: bool = False) -> None:
+    """A number of seconds: finite (a welcome carries it, and JSON has no infinity),
+    except where ``inf`` means "never"; never NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(
             f"SessionConfig.{attribute.name} must be a positive number, got {value!r}"
+        )
+    if math.isnan(value) or (math.isinf(value) and not infinite):
+        raise ConfigError(
+            f"SessionConfig.{attribute.name} must be a finite number of seconds, got {value!r}"
+        )
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _number(attribute, value)
+    if not value > 0:
+        raise ConfigError(
+            f"SessionConfig.{attribute.name} must be a positive number, got {value!r}"
+        )
+
+
+def _positive_or_never(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _number(attribute, value, infinite=True)
+    if not value > 0:
+        raise ConfigError(
+            f"SessionConfig.{attribute.name} must be a positive number (inf: never), got {value!r}"
         )
 
 
@@ -33,7 +55,8 @@ def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) ->
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    _number(attribute, value)
+    if value < 0:
         raise ConfigError(
             f"SessionConfig.{attribute.name} must be zero or a positive number, got {value!r}"
         )
@@ -56,6 +79,7 @@ class SessionConfig:
 
     Every field has a flag of the same name on ``statesession serve``. Values are checked
     when the config is made: a bad one raises :class:`ConfigError` naming the field.
+    Times are finite (``passivate_after`` may be ``inf``, "never"); none may be NaN.
     """
 
     reconnect_window: float = attrs.field(
@@ -210,7 +234,7 @@ class SessionConfig:
             )
         },
         default=math.inf,
-        validator=_positive,
+        validator=_positive_or_never,
     )
 
     def __attrs_post_init__(self) -> None:

@@ -180,20 +180,21 @@ class Connection:
         self._control.append(text)
         self.wake()
 
-    def finish(self, text: str, *, flush: bool) -> None:
-        """End the connection with ``text``, after the pending messages if ``flush``."""
+    def finish(self, text: str, *, flush: bool, error: str | None = None) -> None:
+        """End the connection with ``text``, after the pending messages if ``flush``;
+        ``error`` is the protocol error code ``text`` carries (the transport closes with
+        it: a WebSocket close code in the 4000 range)."""
         if self._final is None:
             self._final = text
             self._flush = flush
+            self.close_error = error
             self.wake()
 
     def fail(self, error: ProtocolError) -> None:
         """Tell the peer about ``error``; end the connection if it is fatal."""
         log.info("session %s: %s sent a bad frame: %s", self.session.id, self.peer, error)
         if error.fatal:
-            if self._final is None:
-                self.close_error = error.code
-            self.finish(error_text(error), flush=False)
+            self.finish(error_text(error), flush=False, error=error.code)
         else:
             self.queue(error_text(error))
 

@@ -230,7 +230,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_INF = float("inf")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e400``) would become
+    infinity, which JSON cannot encode again (to log it, or to echo it), so it is refused
+    here, where the peer can be told."""
+    value = float(text)
+    if value == _INF or value == -_INF:
+        raise ValueError(f"number {text[:40]} is out of range for a 64-bit float")
+    return value
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _bad(message: str) -> ProtocolError:

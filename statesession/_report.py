@@ -26,7 +26,7 @@ class Outcome(enum.Enum):
 class CleanupItem:
     """One task or resource in a :class:`CleanupReport`."""
 
-    kind: str  # "task" or "resource"
+    kind: str  # "task", "resource" or "connection"
     name: str
     outcome: Outcome
     #: Seconds from the start of its step of the cascade until it ended.
@@ -37,13 +37,18 @@ class CleanupItem:
 
 @attrs.frozen(kw_only=True)
 class CleanupReport:
-    """What terminating a session did: every task alive when termination began and every
-    registered resource, each with its outcome and duration."""
+    """What terminating (or passivating) a session did: every task alive when it began,
+    every resource it held, and every connection attached, each with its outcome and
+    duration.
+
+    A connection is ``closed`` when it took its last frames and went, ``forced`` when it
+    was aborted after ``send_timeout``, ``failed`` when it would not go even then."""
 
     session: str
     reason: str
     tasks: tuple[CleanupItem, ...]
     resources: tuple[CleanupItem, ...]
+    connections: tuple[CleanupItem, ...] = ()
     #: Seconds the whole cascade took.
     duration: float
     #: The exception that ended the session, as ``"ExcType: message"`` (an app crash).
@@ -56,7 +61,11 @@ class CleanupReport:
     @property
     def failed(self) -> tuple[CleanupItem, ...]:
         """Items whose outcome is ``FAILED``."""
-        return tuple(i for i in (*self.tasks, *self.resources) if i.outcome is Outcome.FAILED)
+        return tuple(
+            i
+            for i in (*self.tasks, *self.resources, *self.connections)
+            if i.outcome is Outcome.FAILED
+        )
 
     @property
     def clean(self) -> bool:

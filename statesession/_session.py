@@ -30,14 +30,14 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, contextmanager
 from functools import partial
-from inspect import isawaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
 
+from ._cascade import Cascade, OwnedResource, OwnedTask, describe
 from ._delivery import Delivery
 from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
 from ._fifo import Fifo
@@ -48,7 +48,7 @@ from ._protocol import (
     encode_frame,
     error_text,
 )
-from ._report import CleanupItem, CleanupReport, Outcome
+from ._report import CleanupReport
 from ._snapshot import ClientState, Snapshot
 from ._timers import Timer
 
@@ -94,33 +94,6 @@ class SessionStatistics:
     resources: int
 
 
-class _Task:
-    __slots__ = ("ended_at", "error", "forced", "name", "scope")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.scope = trio.CancelScope()
-        self.forced = False
-        self.ended_at: float | None = None
-        self.error: BaseException | None = None
-
-
-class _Resource:
-    __slots__ = ("close", "force", "name", "timeout")
-
-    def __init__(
-        self,
-        name: str,
-        close: Callable[[], Awaitable[object] | object],
-        force: Callable[[], object] | None,
-        timeout: float,
-    ) -> None:
-        self.name = name
-        self.close = close
-        self.force = force
-        self.timeout = timeout
-
-
 #: Returned by a job whose reply is given later (a connection waiting for activation).
 _DEFERRED: Any = object()
 
@@ -134,10 +107,6 @@ class _Reply:
         self.done = trio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 @attrs.define(eq=False, repr=False)
@@ -178,14 +147,16 @@ class Session:
     )
     _connections: list[Connection] = attrs.field(factory=list, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
-    _state_working: bool = attrs.field(default=False, init=False)
+    #: The state work running (a token of it) and its name.
+    _state_work: object | None = attrs.field(default=None, init=False)
+    _state_work_name: str = attrs.field(default="", init=False)
     #: The current state's timer (see ``_timers.py``), ``None`` when none is armed.
     _timer: Timer | None = attrs.field(default=None, init=False)
     _timer_job: Callable[[], None] | None = attrs.field(default=None, init=False)
-    _tasks: dict[_Task, None] = attrs.field(factory=dict, init=False)
-    _resources: list[_Resource] | None = attrs.field(default=None, init=False)
-    #: What closing resources reported (only while closing them).
-    _closed_items: list[CleanupItem] | None = attrs.field(default=None, init=False)
+    _tasks: dict[OwnedTask, None] = attrs.field(factory=dict, init=False)
+    _resources: list[OwnedResource] | None = attrs.field(default=None, init=False)
+    #: The cleanup under way (terminating or passivating) until it is reported.
+    _cleanup: Cascade | None = attrs.field(default=None, init=False)
     _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
     #: The task waiting in ``receive`` (most apps have one), and a lot for any others,
     #: made when needed: an idle session waits without a parking lot (250 bytes).
@@ -212,9 +183,8 @@ class Session:
     _deadline: float = attrs.field(default=math.inf, init=False)
     _received: int = attrs.field(default=0, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
-    #: Tasks alive when termination began, and when it began: what the report covers.
-    _doomed: tuple[_Task, ...] = attrs.field(default=(), init=False)
-    _terminating_since: float = attrs.field(default=0.0, init=False)
+    #: terminate() calls whose job has not run yet (wait_terminated waits for them).
+    _terminating: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         config = self._manager.config
@@ -241,7 +211,7 @@ class Session:
         """
         self._check_open()
         label = name or str(getattr(fn, "__qualname__", None) or repr(fn))
-        self._spawn(_Task(label), fn, args)
+        self._spawn(OwnedTask(label), fn, args)
 
     async def send(self, data: Any) -> None:
         """Send ``data`` (any JSON value) to every attached client, exactly once each.
@@ -358,17 +328,22 @@ class Session:
         """Register something to close when the session terminates.
 
         ``close`` (sync or async) runs under ``cleanup_timeout`` (default
-        ``config.cleanup_timeout``); if it overruns it is cancelled and ``force`` (sync),
+        ``config.cleanup_timeout``); if it overruns -- it is cut short, or it shields
+        itself or swallows the cancellation -- it is reported forced and ``force`` (sync),
         if given, is called. Resources close in the reverse order of registration.
+
+        A session that is ending still takes a resource until its cleanup has closed
+        the others (a task finishing in its grace period loses nothing); after that this
+        raises :class:`SessionClosedError` and the resource stays the caller's.
         """
-        self._check_open()
+        self._check_takes_resources()
         if cleanup_timeout is None:
             cleanup_timeout = self._manager.config.cleanup_timeout
         elif not cleanup_timeout > 0:
             raise ValueError(f"cleanup_timeout must be positive, got {cleanup_timeout!r}")
         if self._resources is None:
             self._resources = []
-        self._resources.append(_Resource(name, close, force, cleanup_timeout))
+        self._resources.append(OwnedResource(name, close, force, cleanup_timeout))
 
     async def enter_resource(
         self,
@@ -381,9 +356,12 @@ class Session:
 
         The exit runs in the cleanup task, not in the task that entered it, so it must not
         be a context manager that holds a nursery or cancel scope (run such code in a task
-        started with :meth:`start_soon` instead).
+        started with :meth:`start_soon` instead). Like :meth:`add_resource`, an ending
+        session takes it until its cleanup has closed the others; after that this raises
+        :class:`SessionClosedError` without entering it (or, if that happened while it
+        was being entered, after exiting it again).
         """
-        self._check_open()
+        self._check_takes_resources()
         value = await manager.__aenter__()
 
         async def close() -> None:
@@ -413,8 +391,18 @@ class Session:
                 self._post(self._expire_window)  # it waited for this
 
     def terminate(self, reason: str = "terminated") -> None:
-        """Ask the session to terminate; returns at once (see :meth:`wait_terminated`)."""
-        self._post_event("terminate", reason=reason)
+        """Ask the session to terminate; returns at once (see :meth:`wait_terminated`).
+        A session in ``error`` runs its cleanup again (for what is left)."""
+        if self._finished:
+            return
+        self._terminating += 1
+
+        def terminate() -> None:
+            self._terminating -= 1
+            self._step("terminate", reason=reason)
+            self._wake_changed()
+
+        self._post(terminate)
 
     async def _wait_gone(self) -> None:
         """Wait until the actor has left (the session terminated, or went to the store)."""
@@ -422,10 +410,11 @@ class Session:
             await self._wait_changed()
 
     async def wait_terminated(self) -> CleanupReport | None:
-        """Wait until the session has settled (``terminated`` or ``error``); return its
-        cleanup report (``None`` if it failed before any cleanup ran)."""
+        """Wait until the session has settled (``terminated`` or ``error``), after every
+        :meth:`terminate` asked for before this call; return its cleanup report (``None``
+        if it failed before any cleanup ran)."""
         await trio.lowlevel.checkpoint()
-        while not self._settled:
+        while not self._settled or self._terminating:
             await self._wait_changed()
         return self.report
 
@@ -517,7 +506,11 @@ class Session:
                     self._run_job(job, reply)
                 nursery.cancel_scope.cancel()
         except Exception as exc:
+            # A bug in the actor itself (jobs and state work have their own nets): its
+            # nursery is gone, so its tasks are; still close what it holds and say so.
             log.error("session %s crashed: %s", self.id, exc, exc_info=exc)
+            with trio.CancelScope(shield=True):
+                await self._last_resort(exc)
         finally:
             self._disarm()
             self._nursery = None
@@ -526,6 +519,27 @@ class Session:
             self._settled = True
             self._fail_waiters()
             manager._forget(self)
+
+    async def _last_resort(self, exc: Exception) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self.reason = self.reason or "internal_error"
+        self._closing = True
+        for connection in list(self._connections):
+            connection.abort()
+        if self._cleanup is None:
+            self._cleanup = Cascade(self)
+        try:
+            await self._cleanup.close_resources()
+        except Exception as again:
+            self._cleanup.failed_step("cleanup", self._cleanup.since, describe(again))
+        self._cleanup.failed_step("actor", self._cleanup.since, describe(exc))
+        self._report(self.reason)
+        source = self.state
+        if source not in ("terminated", "error"):
+            self.state = "error"  # the chart's own verdict on a failed action
+            self.settle(exc)
+            self._manager._observe(self, "error.execution", source or "initializing", "error")
 
     def _done(self) -> bool:
         if self.state == "terminated" or (self.state == "passivated" and self._parked):
@@ -537,10 +551,17 @@ class Session:
     def _run_job(self, job: Callable[[], Any], reply: _Reply | None) -> None:
         try:
             value = job()
-        except Exception as exc:
+        except (ProtocolError, SessionClosedError) as exc:
             if reply is None:
-                raise
-            reply.error = exc
+                self._internal_failure(exc)
+                return
+            reply.error = exc  # an answer: the connection is refused
+        except Exception as exc:
+            # A bug in the runtime: the session cannot be trusted to go on, but it still
+            # ends through its lifecycle, so its cascade closes what it holds.
+            self._internal_failure(exc)
+            if reply is not None:
+                reply.error = self._failed_answer()
         else:
             if value is _DEFERRED:
                 return
@@ -548,6 +569,22 @@ class Session:
                 reply.value = value
         if reply is not None:
             reply.done.set()
+
+    def _internal_failure(self, exc: BaseException) -> None:
+        """A job of the actor raised: log it and terminate the session (reason
+        ``internal_error``), unless it is already ending."""
+        log.error("session %s: internal error: %s", self.id, describe(exc), exc_info=exc)
+        if self._failure is None:
+            self._failure = exc
+        if self.state not in ("terminating", "terminated"):
+            self._step("terminate", reason="internal_error")
+
+    def _failed_answer(self) -> ProtocolError:
+        return ProtocolError(
+            "terminated",
+            f"session {self.id} failed (internal_error); the server's log says why",
+            fatal=True,
+        )
 
     def _post(self, job: Callable[[], Any], reply: _Reply | None = None) -> None:
         if self._finished:
@@ -582,6 +619,7 @@ class Session:
             reply.error = closed
             reply.done.set()
         self._joining = None
+        self._terminating = 0  # their jobs will not run
         self._wake_all()
 
     def _abort_receive(self, raise_cancel: object) -> trio.lowlevel.Abort:
@@ -628,7 +666,7 @@ class Session:
         if manager._setup is None and manager._health_check is None:
             self._post(lambda: self._activate(True))  # nothing to wait for
         else:
-            self._start_state_work(self._initialize, "initialize")
+            self._start_state_work(self._initialize, "setup")
 
     def begin_active(self) -> None:
         self._deadline = math.inf
@@ -637,7 +675,7 @@ class Session:
         self._arm(trio.current_time() + first, self._heartbeat)
         if not self._app_started:
             self._app_started = True
-            self._spawn(_Task("app"), self._manager._app, (self,), app=True)
+            self._spawn(OwnedTask("app"), self._manager._app, (self,), app=True)
 
     def begin_reconnecting(self) -> None:
         self._deadline = trio.current_time() + self._manager.config.reconnect_window
@@ -652,15 +690,17 @@ class Session:
         self.reason = reason
         self._settled = False  # a retry from `error` settles again when it finishes
         self._stop_operations()
-        self._start_state_work(self._cascade, "cleanup")
+        self._start_state_work(self._terminate_work, "cleanup")
 
     def _stop_operations(self) -> None:
         """Entering terminating or passivated: take no more operations, wake every waiter
         (they see the session closing), note which tasks are running."""
         self._closing = True
-        # A passivation interrupted by a terminate has not reported its tasks yet.
-        self._doomed = (*self._doomed, *(t for t in self._tasks if t not in self._doomed))
-        self._terminating_since = trio.current_time()
+        # A passivation interrupted by a terminate has not been reported yet: the same
+        # cleanup goes on, and its report will hold what the passivation did.
+        if self._cleanup is None:
+            self._cleanup = Cascade(self)
+        self._cleanup.restart()
         self._fail_joins(
             ProtocolError("terminated", f"session is {self.state} ({self.reason})", fatal=True)
         )
@@ -669,7 +709,7 @@ class Session:
     def settle(self, error: BaseException | None) -> None:
         if error is not None:
             self.error = error
-            log.error("session %s failed: %s", self.id, _describe(error), exc_info=error)
+            log.error("session %s failed: %s", self.id, describe(error), exc_info=error)
         self._settled = True
         self._wake_changed()
 
@@ -694,23 +734,71 @@ class Session:
     def _start_state_work(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         assert self._nursery is not None
         scope = self._state_scope = trio.CancelScope()
-        self._nursery.start_soon(self._run_state_work, scope, work, name=f"{self.id}:{name}")
+        self._nursery.start_soon(self._run_state_work, scope, work, name, name=f"{self.id}:{name}")
 
     async def _run_state_work(
-        self, scope: trio.CancelScope, work: Callable[[], Awaitable[None]]
+        self, scope: trio.CancelScope, work: Callable[[], Awaitable[None]], name: str
     ) -> None:
         """Run one state's work once the previous state's work has unwound, so that two
         states' work never overlap (a cascade starts after the interrupted passivation
-        it follows has accounted for what it was closing)."""
+        it follows has accounted for what it was closing).
+
+        The previous work was cancelled when its state was left; one that does not stop
+        within cleanup_timeout (it shields itself: a ``setup`` that will not be
+        interrupted) is reported as a task that failed, and this work goes on. A work
+        that raises -- a bug -- ends the session through its lifecycle all the same."""
+        token = object()
         with scope:
-            while self._state_working:
-                await self._wait_changed()
-            self._state_working = True
+            if self._state_work is not None:
+                waited = trio.current_time()
+                with trio.move_on_after(self._manager.config.cleanup_timeout):
+                    while self._state_work is not None:
+                        await self._wait_changed()
+                if self._state_work is not None:
+                    self._left_running(self._state_work_name, waited)
+            self._state_work, self._state_work_name = token, name
             try:
                 await work()
+            except Exception as exc:
+                self._post(partial(self._work_failed, name, exc))
             finally:
-                self._state_working = False
+                if self._state_work is token:
+                    self._state_work = None
                 self._wake_changed()
+
+    def _left_running(self, name: str, since: float) -> None:
+        why = (
+            f"still running {self._manager.config.cleanup_timeout:g} s after its state was "
+            "left (it does not stop when cancelled)"
+        )
+        log.error("session %s: %s %s", self.id, name, why)
+        if self._cleanup is not None:
+            self._cleanup.failed_step(name, since, why)
+
+    def _work_failed(self, name: str, exc: Exception) -> None:
+        """A state's work raised (a bug in the runtime): end the session all the same --
+        a failed cleanup closes what is left, reports the failure, and ends in error."""
+        log.error("session %s: %s failed: %s", self.id, name, describe(exc), exc_info=exc)
+        if self._failure is None:
+            self._failure = exc
+        if self.state == "terminating" and self._cleanup is not None:
+            self._cleanup.failed_step(name, self._cleanup.since, describe(exc))
+            self._start_state_work(self._salvage, "salvage")
+        elif self.state not in ("terminating", "terminated", "error"):
+            self._step("terminate", reason="internal_error")
+
+    async def _salvage(self) -> None:
+        """The cascade failed half way: stop what runs, close what is left, report (the
+        report holds the failure, so the session ends in error)."""
+        cleanup = self._cleanup
+        assert cleanup is not None
+        for step in (cleanup.stop_tasks, cleanup.close_resources):
+            try:
+                await step()
+            except Exception as exc:
+                cleanup.failed_step("salvage", cleanup.since, describe(exc))
+        self._report(self.reason or "terminated")
+        self._post_event("finish", leaked=len(self.report.failed) if self.report else 1)
 
     async def _initialize(self) -> None:
         manager = self._manager
@@ -721,7 +809,7 @@ class Session:
             if manager._health_check is not None:
                 healthy = bool(await manager._health_check(self))
         except Exception as exc:
-            log.warning("session %s: setup failed: %s", self.id, _describe(exc))
+            log.warning("session %s: setup failed: %s", self.id, describe(exc))
             self._failure = exc
             self._post_event("terminate", reason="setup_failed")
             return
@@ -733,12 +821,18 @@ class Session:
                 self._step("terminate", reason="health_check_failed")
             return
         joining, self._joining = self._joining or [], None
+        failure: Exception | None = None
         for connection, ack, reply in joining:
             try:
                 self._register(connection, ack)
             except ProtocolError as exc:
                 reply.error = exc
+            except Exception as exc:  # every joiner is answered, then the job fails
+                failure = failure or exc
+                reply.error = self._failed_answer()
             reply.done.set()
+        if failure is not None:
+            raise failure
         if not self._connections:
             self._step("detach", connections=0)
 
@@ -819,13 +913,15 @@ class Session:
             reason="window_expired",
         )
 
-    async def _cascade(self) -> None:
+    async def _terminate_work(self) -> None:
         """Terminate: notify connections, stop tasks, close resources, report."""
+        cleanup = self._cleanup
+        assert cleanup is not None
         reason = self.reason or "terminated"
-        await self._close_connections(encode_frame(ClosedFrame(reason=reason)))
-        tasks = await self._stop_tasks()
-        resources = await self._close_resources()
-        self._report(reason, tasks, resources)
+        await cleanup.close_connections(encode_frame(ClosedFrame(reason=reason)))
+        await cleanup.stop_tasks()
+        await cleanup.close_resources()
+        self._report(reason)
         self._post_event("finish", leaked=len(self.report.failed) if self.report else 0)
 
     async def _passivate(self, reason: str) -> None:
@@ -844,155 +940,39 @@ class Session:
             )
         else:
             last_words = encode_frame(StateFrame(state="passivated"))
-        await self._close_connections(last_words)
-        tasks = await self._stop_tasks()
+        cleanup = self._cleanup
+        assert cleanup is not None
+        await cleanup.close_connections(
+            last_words, error="server_shutdown" if reason == "server_shutdown" else None
+        )
+        await cleanup.stop_tasks()
         store = manager._store
         try:
             if store is None:
                 raise RuntimeError("no session store to passivate to")
             await store.save(self._snapshot(reason))
         except Exception as exc:
-            log.error("session %s: cannot be saved: %s", self.id, _describe(exc), exc_info=exc)
+            log.error("session %s: cannot be saved: %s", self.id, describe(exc), exc_info=exc)
             self._failure = exc
             self._post_event("terminate", reason="passivation_failed")
             return
-        resources = await self._close_resources()
-        self._report(f"passivated ({reason})", tasks, resources)
+        await cleanup.close_resources()
+        self._report(f"passivated ({reason})")
         self._parked = True
         self._post(lambda: None)  # the actor sees that it is done
 
-    async def _close_connections(self, last_words: str) -> None:
-        """Send every connection the messages it has not been sent, then ``last_words``;
-        wait for them to go, forcing the ones that take longer than send_timeout."""
-        if not self._connections:
-            return
-        for connection in list(self._connections):
-            connection.finish(last_words, flush=True)
-        with trio.move_on_after(self._manager.config.send_timeout):
-            while self._connections:
-                await self._wait_changed()
-        for connection in list(self._connections):
-            connection.abort()
-
-    async def _stop_tasks(self) -> tuple[CleanupItem, ...]:
-        """Give tasks the grace period, cancel the rest, wait for them to unwind."""
-        config = self._manager.config
-        started = self._terminating_since
-        # (Each wait opens its scope only when there is something to wait for: passivating
-        # thousands of sessions pays for every cancel scope.)
-        if self._tasks:
-            with trio.move_on_at(started + config.cancel_grace):
-                while self._tasks:
-                    await self._wait_changed()
-        if self._tasks:
-            for task in self._tasks:
-                task.forced = True
-                task.scope.cancel()
-            with trio.move_on_after(config.cleanup_timeout):
-                while self._tasks:
-                    await self._wait_changed()
-        now = trio.current_time()
-        items = tuple(self._task_item(task, started, now) for task in self._doomed)
-        self._doomed = ()
-        return items
-
-    async def _close_resources(self) -> tuple[CleanupItem, ...]:
-        """Close resources, newest first, each under its own timeout. What was closed is
-        kept on the session until reported, so a step interrupted half way (a terminate
-        arriving while a passivation closes resources) still accounts for all of them."""
-        while self._resources:
-            resource = self._resources.pop()
-            self._closed(await self._close_resource(resource))
-        items, self._closed_items = tuple(self._closed_items or ()), None
-        return items
-
-    def _closed(self, item: CleanupItem) -> None:
-        if self._closed_items is None:
-            self._closed_items = []
-        self._closed_items.append(item)
-
-    def _report(
-        self, reason: str, tasks: tuple[CleanupItem, ...], resources: tuple[CleanupItem, ...]
-    ) -> None:
-        self.report = CleanupReport(
-            session=self.id,
-            reason=reason,
-            tasks=tasks,
-            resources=resources,
-            duration=trio.current_time() - self._terminating_since,
-            error=_describe(self._failure) if self._failure is not None else None,
-            previous=self.report,
-        )
-
-    def _task_item(self, task: _Task, started: float, now: float) -> CleanupItem:
-        ended = task.ended_at
-        if ended is None:
-            return CleanupItem(
-                kind="task",
-                name=task.name,
-                outcome=Outcome.FAILED,
-                duration=now - started,
-                error="still running after cancellation",
-            )
-        if task.error is not None:
-            return CleanupItem(
-                kind="task",
-                name=task.name,
-                outcome=Outcome.FAILED,
-                duration=ended - started,
-                error=_describe(task.error),
-            )
-        return CleanupItem(
-            kind="task",
-            name=task.name,
-            outcome=Outcome.FORCED if task.forced else Outcome.CLOSED,
-            duration=ended - started,
-        )
-
-    async def _close_resource(self, resource: _Resource) -> CleanupItem:
-        started = trio.current_time()
-        outcome, error = Outcome.CLOSED, None
-        try:
-            with trio.move_on_after(resource.timeout) as scope:
-                result = resource.close()
-                if isawaitable(result):
-                    await result
-            if scope.cancelled_caught:
-                outcome = Outcome.FORCED
-                if resource.force is not None:
-                    resource.force()
-        except trio.Cancelled:
-            # The step closing it was interrupted: the close was cut short, like an
-            # overrun; it is not started again.
-            self._closed(
-                CleanupItem(
-                    kind="resource",
-                    name=resource.name,
-                    outcome=Outcome.FORCED,
-                    duration=trio.current_time() - started,
-                    error="interrupted",
-                )
-            )
-            if resource.force is not None:
-                with suppress(Exception):
-                    resource.force()
-            raise
-        except Exception as exc:
-            outcome, error = Outcome.FAILED, _describe(exc)
-            log.warning("session %s: closing %s failed: %s", self.id, resource.name, error)
-        return CleanupItem(
-            kind="resource",
-            name=resource.name,
-            outcome=outcome,
-            duration=trio.current_time() - started,
-            error=error,
-        )
+    def _report(self, reason: str) -> None:
+        """The cleanup pass is over: its report becomes the session's."""
+        cleanup = self._cleanup
+        assert cleanup is not None
+        self.report = cleanup.report(reason, error=self._failure)
+        self._cleanup = None
 
     # == user tasks ========================================================================
 
     def _spawn(
         self,
-        task: _Task,
+        task: OwnedTask,
         fn: Callable[..., Awaitable[object]],
         args: tuple[object, ...],
         *,
@@ -1006,7 +986,7 @@ class Session:
 
     async def _run_task(
         self,
-        task: _Task,
+        task: OwnedTask,
         fn: Callable[..., Awaitable[object]],
         args: tuple[object, ...],
         app: bool,
@@ -1025,7 +1005,7 @@ class Session:
                     "session %s: task %s raised %s",
                     self.id,
                     task.name,
-                    _describe(exc),
+                    describe(exc),
                     exc_info=exc,
                 )
                 self._failure = exc
@@ -1044,6 +1024,13 @@ class Session:
     def _check_open(self) -> None:
         if self._closing:
             raise SessionClosedError(self.reason or "terminated")
+
+    def _check_takes_resources(self) -> None:
+        if self._closing and (self._cleanup is None or self._cleanup.resources_closed):
+            raise SessionClosedError(
+                self.reason or "terminated",
+                f"session {self.id} has closed its resources ({self.reason}); it takes no more",
+            )
 
     async def _attach(self, connection: Connection, ack: int | None) -> None:
         """Attach a connection (through the actor); raises ProtocolError if refused."""

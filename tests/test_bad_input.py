@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from statesession import ChannelError, SessionConfig
+from statesession import ChannelError, MemoryStore, SessionConfig
 from statesession.testing import MemoryChannel
 
 from .helpers import RawPeer, Served, serving
@@ -244,3 +244,21 @@ async def test_bad_input_deeply_nested_json_is_a_bad_frame(
     assert error["code"] == "bad_frame"
     assert "too deeply" in error["message"]
     await bystander_still_works(served, bystander, 1)
+
+
+async def test_bad_input_infinite_number_is_refused_before_it_reaches_the_log(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A number JSON cannot hold (1e400 decodes to infinity) is a non-fatal bad_frame even
+    with messages logged to the store: no internal error, the connection keeps working,
+    and nothing of it is logged."""
+    store = MemoryStore(log_messages=True)
+    async with serving(store=store) as served:
+        peer, welcome = await served.new_session()
+        await peer.send('{"type":"msg","seq":1,"data":1e400}')
+        error = await peer.receive_type("error")
+        assert (error["code"], error["fatal"]) == ("bad_frame", False)
+        assert "1e400" in error["message"]
+        await bystander_still_works(served, peer, 1)
+        logged = [e.detail for e in await store.history(welcome["session"]) if e.detail]
+        assert not any("1e400" in text or "Infinity" in text for text in logged)

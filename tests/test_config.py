@@ -62,3 +62,34 @@ def test_config_error_is_a_value_error() -> None:
     """Code that catches ValueError for bad settings keeps working."""
     with pytest.raises(ValueError, match="positive"):
         SessionConfig(max_sessions=0)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "reconnect_window",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        "handshake_timeout",
+        "cleanup_timeout",
+        "cancel_grace",
+        "send_timeout",
+        "ack_delay",
+    ],
+)
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_config_refuses_non_finite_times(field: str, value: float) -> None:
+    """A time that is infinite or NaN is refused when the config is made (a welcome
+    carrying it could not be encoded), naming the field."""
+    overrides: dict[str, Any] = {field: value}
+    if field == "heartbeat_interval":
+        overrides["heartbeat_timeout"] = 1e9
+    with pytest.raises(ConfigError, match=rf"SessionConfig\.{field} must be a finite number"):
+        SessionConfig(**overrides)
+
+
+def test_config_passivate_after_may_be_infinite() -> None:
+    """passivate_after = inf means "never", the documented default; NaN is refused."""
+    assert SessionConfig(passivate_after=float("inf")).passivate_after == float("inf")
+    with pytest.raises(ConfigError, match="passivate_after"):
+        SessionConfig(passivate_after=float("nan"))

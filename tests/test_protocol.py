@@ -231,3 +231,22 @@ def test_protocol_error_codes_are_exactly_the_documented_ones() -> None:
         "terminated",
         "server_shutdown",
     } == ERROR_CODES
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1E999", "[1e309]"])
+def test_decode_refuses_numbers_json_cannot_hold(number: str) -> None:
+    """A number too large for a float (it would decode to infinity, which JSON cannot
+    encode again) is a bad frame, on both sides, naming the number."""
+    text = f'{{"type":"msg","seq":1,"data":{number}}}'
+    for decode in (decode_client_frame, decode_server_frame):
+        with pytest.raises(ProtocolError, match="out of range") as caught:
+            decode(text, max_frame=LIMIT)
+        assert caught.value.code == "bad_frame"
+
+
+def test_decode_keeps_numbers_that_round_to_zero_or_are_large_but_finite() -> None:
+    """Tiny and large finite numbers decode as floats, as JSON allows."""
+    frame = decode_client_frame(
+        '{"type":"msg","seq":1,"data":[1e-400,1.5e308,-2.5]}', max_frame=LIMIT
+    )
+    assert frame == MsgFrame(seq=1, data=[0.0, 1.5e308, -2.5])

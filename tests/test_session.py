@@ -230,17 +230,22 @@ async def test_session_app_returning_completes_the_session(
 async def test_session_refuses_operations_once_terminating(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """start_soon, send and add_resource raise SessionClosedError once terminating."""
+    """start_soon and send raise SessionClosedError once terminating; add_resource still
+    takes a resource (closed and reported with the others) until the cleanup has closed
+    them, and raises after that."""
     errors: list[str] = []
+    closed: list[str] = []
+    sessions: list[statesession.Session] = []
 
     async def app(session: statesession.Session) -> None:
+        sessions.append(session)
         try:
             async for _ in session:
                 pass
         finally:
             for attempt in (
                 lambda: session.start_soon(trio.sleep, 1),
-                lambda: session.add_resource("late", lambda: None),
+                lambda: session.add_resource("late", lambda: closed.append("late")),
             ):
                 try:
                     attempt()
@@ -255,7 +260,14 @@ async def test_session_refuses_operations_once_terminating(
         peer, _ = await served.new_session()
         await peer.send({"type": "bye", "reason": "done"})
         await peer.receive_type("closed")
-    assert errors == ["bye", "bye", "bye"]
+        (session,) = sessions
+        report = await session.wait_terminated()
+        assert report is not None
+        assert [i.name for i in report.resources] == ["late"]
+        with pytest.raises(SessionClosedError, match="takes no more"):
+            session.add_resource("too late", lambda: None)
+    assert errors == ["bye", "bye"]
+    assert closed == ["late"]
 
 
 async def test_session_enter_resource_exits_the_context_manager(
