@@ -1,4 +1,5 @@
-"""The ``statesession`` command: ``serve`` a session server, draw the ``diagram``."""
+"""The ``statesession`` command: ``serve`` a session server, list the ``sessions`` a
+store keeps, ``replay`` one, draw the ``diagram``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import attrs
 import trio
 
 from ._config import SessionConfig
-from ._diagram import lifecycle_diagram, lifecycle_png
+from ._diagram import lifecycle_diagram, lifecycle_image
 from ._exceptions import ConfigError, StoreError, TransportError
 from ._util import collapse_single_exception_group
 
@@ -153,7 +154,8 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         default="mermaid",
         choices=["mermaid", "dot", "svg", "png"],
-        help="mermaid and dot are text; svg and png need Graphviz's dot program",
+        help="mermaid and dot are text, and need nothing more; svg and png are drawn by "
+        "Graphviz's dot program, which must be installed",
     )
     diagram.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     return parser
@@ -277,41 +279,34 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_diagram(args: argparse.Namespace) -> int:
-    if args.format in ("mermaid", "dot", "svg"):
-        try:
-            text = lifecycle_diagram(args.format)
-        except Exception as exc:  # pydot or Graphviz missing, for svg
-            print(f"statesession: cannot render {args.format}: {exc}", file=sys.stderr)
-            return 1
-        if args.output is None:
-            sys.stdout.write(text)
-            return 0
-        try:
-            args.output.write_text(text)
-        except OSError as exc:
-            print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    try:
-        data = lifecycle_png()
-    except Exception as exc:
-        print(
-            f"statesession: cannot render png ({exc}); it needs pydot "
-            "(pip install 'statesession[diagrams]') and Graphviz's dot program",
-            file=sys.stderr,
-        )
-        return 1
-    if args.output is not None:
-        try:
-            args.output.write_bytes(data)
-        except OSError as exc:
-            print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
-            return 1
-    elif sys.stdout.isatty():
+    data: str | bytes
+    if args.format in ("mermaid", "dot"):
+        data = lifecycle_diagram(args.format)
+    elif args.format == "png" and args.output is None and sys.stdout.isatty():
         print("statesession: png is binary; write it with -o FILE", file=sys.stderr)
         return 2
     else:
-        sys.stdout.buffer.write(data)
+        try:
+            data = lifecycle_image(args.format)
+        except OSError as exc:
+            print(f"statesession: cannot render {args.format}: {exc}", file=sys.stderr)
+            return 1
+        if args.format == "svg":
+            data = data.decode()
+    if args.output is None:
+        if isinstance(data, str):
+            sys.stdout.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+    try:
+        if isinstance(data, str):
+            args.output.write_text(data)
+        else:
+            args.output.write_bytes(data)
+    except OSError as exc:
+        print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -71,13 +74,34 @@ async def test_cli_serve_tcp_and_a_user_app(tmp_path: Path) -> None:
         process.kill()
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, without: Sequence[str] = ()) -> list[str]:
+    """The command line of ``python -m statesession ARGS``; with ``without``, those modules
+    cannot be imported (as when the package that provides them is not installed)."""
+    if not without:
+        return [sys.executable, "-m", "statesession", *args]
+    code = (
+        "import runpy, sys\n"
+        f"for name in {list(without)!r}:\n"
+        "    sys.modules[name] = None\n"
+        "runpy.run_module('statesession', run_name='__main__', alter_sys=True)\n"
+    )
+    return [sys.executable, "-c", code, *args]
+
+
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    without: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "statesession", *args],
+        cli(*args, without=without),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -152,7 +176,7 @@ def test_cli_diagram_writes_mermaid_to_stdout(capsys: pytest.CaptureFixture[str]
 def test_cli_diagram_dot_to_a_file(tmp_path: Path) -> None:
     target = tmp_path / "chart.dot"
     assert main(["diagram", "--format", "dot", "-o", str(target)]) == 0
-    assert target.read_text().startswith("digraph SessionChart {")
+    assert target.read_text().startswith('digraph "SessionChart" {')
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot program")
@@ -195,3 +219,82 @@ async def test_cli_a_second_signal_does_not_cut_shutdown_short(tmp_path: Path) -
         process.kill()
     assert "already shutting down" in log
     assert "stopped" in log
+
+
+# -- diagrams need nothing beyond the base install; svg and png say what to install ------
+
+
+def chart_edges() -> list[tuple[str, str, str, list[str]]]:
+    """Every transition SessionChart declares between two states: (source, target, event
+    name, guards)."""
+    from statesession import SessionChart
+
+    edges = []
+    for state in SessionChart.states:
+        for transition in state.transitions:
+            if transition.internal:
+                continue
+            (name,) = {event.name for event in transition.events}
+            guards = [str(condition) for condition in transition.cond]
+            edges.extend((state.id, target.id, name, guards) for target in transition.targets)
+    return edges
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot program")
+def test_cli_diagram_dot_and_mermaid_need_only_the_base_install() -> None:
+    """Without pydot (or any extra), ``diagram`` writes mermaid and ``--format dot`` writes
+    a graph Graphviz's dot reads, with every state, the initial and final ones marked, and
+    every transition with its event and guards."""
+    from statesession import SessionChart
+
+    mermaid = run_cli("diagram", without=["pydot"])
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert mermaid.stdout == lifecycle_diagram("mermaid")
+    dot = run_cli("diagram", "--format", "dot", without=["pydot"])
+    assert dot.returncode == 0, dot.stderr
+    assert dot.stdout == lifecycle_diagram("dot")
+    parsed = subprocess.run(
+        ["dot", "-Tjson"], input=dot.stdout, capture_output=True, text=True, check=False
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    assert parsed.stderr == ""
+    graph = json.loads(parsed.stdout)
+    objects = graph["objects"]
+    nodes = {node["name"]: node for node in objects}
+    assert {state.id for state in SessionChart.states} <= set(nodes)
+    finals = {name for name, node in nodes.items() if node.get("peripheries") == "2"}
+    assert finals == {state.id for state in SessionChart.states if state.final}
+    drawn = [
+        (objects[edge["tail"]]["name"], objects[edge["head"]]["name"], edge.get("label", ""))
+        for edge in graph["edges"]
+    ]
+    # The initial state: the one arrow from a point, as in UML.
+    marked = [head for tail, head, _ in drawn if nodes[tail].get("shape") == "point"]
+    assert marked == [state.id for state in SessionChart.states if state.initial]
+    for source, target, event, guards in chart_edges():
+        assert any(
+            tail == source
+            and head == target
+            and event in label
+            and all(guard in label for guard in guards)
+            for tail, head, label in drawn
+        ), (source, target, event, guards)
+    for event in SessionChart.events:
+        assert any(event.name in label for *_, label in drawn), event.id
+
+
+def test_cli_diagram_svg_and_png_without_graphviz_say_what_to_install(tmp_path: Path) -> None:
+    """With no Graphviz dot program on PATH, svg and png fail in one line that names what
+    to install, and write no file."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "PATH": str(empty)}
+    for fmt in ("svg", "png"):
+        target = tmp_path / f"chart.{fmt}"
+        result = run_cli("diagram", "--format", fmt, "-o", str(target), env=env)
+        assert result.returncode == 1
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert f"cannot render {fmt}" in result.stderr
+        assert "Graphviz's dot program" in result.stderr
+        assert "apt-get install graphviz" in result.stderr
+        assert not target.exists()
