@@ -1,11 +1,18 @@
 """The ``statesession`` command: ``serve`` a session server, list the ``sessions`` a
-store keeps, ``replay`` one, draw the ``diagram``."""
+store keeps, ``replay`` one, draw the ``diagram``.
+
+Theory of operation
+-------------------
+The commands that write to standard output stop quietly when its reader goes away
+(``statesession sessions | head``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -32,6 +39,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STORE = "statesession.db"
 DEFAULT_PORTS = {"websocket": 8765, "websockets": 8765, "tcp": 8766}
 SCHEMES = {"websocket": "ws", "websockets": "ws"}
+#: The exit status when standard output's reader went away: what a shell reports for a
+#: program that a closed pipe stopped (128 + SIGPIPE, 13), as ``seq 100000 | head -1``
+#: gives its first command under ``set -o pipefail``. Not 0: the output did not all
+#: arrive.
+EXIT_BROKEN_PIPE = 141
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -386,12 +398,23 @@ def _run_replay(args: argparse.Namespace) -> int:
     return 1
 
 
+def _discard_stdout() -> None:
+    """Point standard output at the null device: its reader is gone, and the interpreter's
+    last flush of what is still buffered must not fail (and print a traceback) again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
-    if args.command == "sessions":
-        return _run_sessions(args)
-    if args.command == "replay":
-        return _run_replay(args)
-    return _run_diagram(args)
+    run = {"sessions": _run_sessions, "replay": _run_replay, "diagram": _run_diagram}
+    try:
+        status = run[args.command](args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # statesession sessions | head
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status

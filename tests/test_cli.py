@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -298,3 +299,81 @@ def test_cli_diagram_svg_and_png_without_graphviz_say_what_to_install(tmp_path: 
         assert "Graphviz's dot program" in result.stderr
         assert "apt-get install graphviz" in result.stderr
         assert not target.exists()
+
+
+# -- a reader that goes away (statesession sessions | head) ------------------------------
+
+
+async def _store_with(path: Path, sessions: int, messages: int = 0) -> None:
+    async with statesession.open_store(path, log_messages=True) as store:
+        now = time.time()
+        for index in range(sessions):
+            store.note(
+                statesession.SessionRecord(
+                    id=f"session{index:05d}",
+                    state="passivated",
+                    principal=None,
+                    created=now - 60,
+                    last_activity=now - index,
+                    reason="idle",
+                )
+            )
+        for index in range(messages):
+            store.log(
+                statesession.LogEntry(
+                    session="session00000",
+                    time=now,
+                    kind="message",
+                    event="out",
+                    detail=json.dumps({"type": "msg", "seq": index + 1, "data": "x" * 200}),
+                )
+            )
+
+
+def read_a_line_and_hang_up(*args: str, cwd: Path) -> tuple[bytes, int, bytes]:
+    """Run the command with its output into a pipe, read one line and close the pipe, as
+    ``| head -1`` does; return the line, the exit status and what it wrote on stderr."""
+    with subprocess.Popen(
+        cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        line = process.stdout.readline()
+        process.stdout.close()
+        status = process.wait(timeout=60)
+        return line, status, process.stderr.read()
+
+
+def test_cli_sessions_and_replay_into_a_pipe_closed_early_stop_quietly(tmp_path: Path) -> None:
+    """``statesession sessions | head -1`` (and ``replay``), with far more output than a
+    pipe holds: the command stops without a traceback, with status 141 (what a shell
+    reports for a program stopped by a closed pipe)."""
+    path = tmp_path / "many.db"
+    trio.run(_store_with, path, 5000, 900)
+    line, status, stderr = read_a_line_and_hang_up("sessions", "--store", str(path), cwd=tmp_path)
+    assert line.startswith(b"SESSION")
+    assert (status, stderr) == (141, b"")
+    line, status, stderr = read_a_line_and_hang_up(
+        "replay", "session00000", "--store", str(path), cwd=tmp_path
+    )
+    assert b'"seq": 1,' in line
+    assert (status, stderr) == (141, b"")
+
+
+def test_cli_diagram_into_a_closed_pipe_stops_quietly() -> None:
+    """``statesession diagram | true``: the reader is gone before anything is written; no
+    traceback, status 141."""
+    for fmt in ("mermaid", "dot"):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run(
+                cli("diagram", "--format", fmt),
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+        assert (result.returncode, result.stderr) == (141, b""), fmt
