@@ -3,8 +3,11 @@ store keeps, ``replay`` one, draw the ``diagram``.
 
 Theory of operation
 -------------------
-The commands that write to standard output stop quietly when its reader goes away
-(``statesession sessions | head``).
+``serve`` does everything that can fail for a reason the user can fix before it writes
+anything: it loads the app and the transport, then listens, and only then opens the store
+and the manager; a connection accepted meanwhile waits for the manager (a
+:class:`_Listener`) instead of being refused. The commands that write to standard
+output stop quietly when its reader goes away (``statesession sessions | head``).
 """
 
 from __future__ import annotations
@@ -19,17 +22,21 @@ import time
 import typing
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from ._channel import Channel
 from ._config import SessionConfig
 from ._diagram import lifecycle_diagram, lifecycle_image
 from ._exceptions import ConfigError, StoreError, TransportError
+from ._transport import Transport, pick_transport
 from ._util import collapse_single_exception_group
+
+if typing.TYPE_CHECKING:
+    from ._manager import SessionManager
 
 __all__ = ["main"]
 
@@ -215,40 +222,88 @@ async def _maybe_store(location: str, log_messages: bool) -> AsyncIterator[Any]:
         yield store
 
 
+class _CannotListen(Exception):
+    """The transport could not listen (the port is taken, the host is not this machine's)."""
+
+
+@attrs.define(eq=False)
+class _Listener:
+    """Accepts connections before the manager exists: each waits until :meth:`admit`
+    hands it the manager, or is closed if the server stops first."""
+
+    transport: Transport
+    url: str
+    config: SessionConfig
+    _manager: SessionManager | None = None
+    _admitted: trio.Event = attrs.Factory(trio.Event)
+    _stop: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    _stopped: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self._stop:
+                await self.transport.serve(
+                    self.serve_channel, self.url, config=self.config, task_status=task_status
+                )
+        except OSError as exc:
+            raise _CannotListen(f"cannot listen on {self.url}: {exc}") from exc
+        finally:
+            self._stopped.set()
+
+    def admit(self, manager: SessionManager) -> None:
+        self._manager = manager
+        self._admitted.set()
+
+    async def serve_channel(self, channel: Channel) -> None:
+        try:
+            await self._admitted.wait()
+        except BaseException:  # the server stopped before it could serve this one
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await channel.aclose("server_shutdown")
+            raise
+        assert self._manager is not None
+        await self._manager.serve_channel(channel)
+
+    async def aclose(self) -> None:
+        """Stop listening; return once every connection has ended."""
+        self._stop.cancel()
+        await self._stopped.wait()
+
+
 async def _serve(
     app: Any,
-    url: str,
-    transport: str,
-    config: SessionConfig,
+    listener: _Listener,
     store_location: str,
     log_messages: bool,
 ) -> None:
     from ._manager import open_manager
-    from ._transport import serve
 
     with (
         collapse_single_exception_group(),
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
     ):
-        async with (
-            _maybe_store(store_location, log_messages) as store,
-            trio.open_nursery() as nursery,
-        ):
-            log.info("store: %s", store_location if store is not None else "none (memory)")
-            async with open_manager(app, config=config, store=store) as manager:
-                bound = await nursery.start(partial(serve, manager, url, transport=transport))
-                log.info("serving %s", bound)
-                async for signum in signals:
-                    log.info(
-                        "%s: %s %d sessions and stopping",
-                        signal.Signals(signum).name,
-                        "saving" if store is not None else "terminating",
-                        len(manager),
-                    )
-                    break
-                # Shutting down is bounded; later signals must not cut it short.
-                nursery.start_soon(_ignore_more, signals)
-            # Every session has run its cleanup and told its clients; stop listening.
+        async with trio.open_nursery() as nursery:
+            # Listen first: nothing is written before connections can be accepted.
+            bound = await nursery.start(listener.run)
+            async with _maybe_store(store_location, log_messages) as store:
+                log.info("store: %s", store_location if store is not None else "none (memory)")
+                async with open_manager(app, config=listener.config, store=store) as manager:
+                    listener.admit(manager)
+                    log.info("serving %s", bound)
+                    async for signum in signals:
+                        log.info(
+                            "%s: %s %d sessions and stopping",
+                            signal.Signals(signum).name,
+                            "saving" if store is not None else "terminating",
+                            len(manager),
+                        )
+                        break
+                    # Shutting down is bounded; later signals must not cut it short.
+                    nursery.start_soon(_ignore_more, signals)
+                # Every session has run its cleanup and told its clients; stop listening
+                # and let every connection end before the store commits and closes.
+                await listener.aclose()
             nursery.cancel_scope.cancel()
     log.info("stopped")
 
@@ -269,23 +324,17 @@ def _run_serve(args: argparse.Namespace) -> int:
         for name, value in vars(args).items()
         if name.startswith("config_") and value is not None
     }
+    url = _url(args)
     try:
         config = SessionConfig(**overrides)
-    except ConfigError as exc:
-        print(f"statesession: {exc}", file=sys.stderr)
-        return 2
-    try:
         app = _load_app(args.app)
-    except _UsageError as exc:
+        listener = _Listener(pick_transport(url, args.transport), url, config)
+        trio.run(_serve, app, listener, args.store, args.log_messages)
+    except (ConfigError, _UsageError, TransportError, StoreError) as exc:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2
-    try:
-        trio.run(_serve, app, _url(args), args.transport, config, args.store, args.log_messages)
-    except (TransportError, StoreError) as exc:
+    except _CannotListen as exc:
         print(f"statesession: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"statesession: cannot listen on {_url(args)}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -377,3 +377,94 @@ def test_cli_diagram_into_a_closed_pipe_stops_quietly() -> None:
         finally:
             os.close(write_end)
         assert (result.returncode, result.stderr) == (141, b""), fmt
+
+
+# -- a serve that cannot serve writes nothing ---------------------------------------------
+
+
+def pigeon_distribution(root: Path) -> None:
+    """A distribution (installed on ``root``) that registers a ``pigeon`` transport whose
+    module is missing, as a transport whose extra is not installed is."""
+    info = root / "statesession_pigeon-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: statesession-pigeon\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[statesession.transports]\npigeon = statesession_pigeon:transport [pigeon]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("port in use", 1, "cannot listen on ws://127.0.0.1:{port}/: "),
+        ("host not here", 1, "cannot listen on ws://192.0.2.1:0/: "),
+        ("unknown transport", 2, "no transport is registered for 'quic'"),
+        ("missing extra", 2, "the 'pigeon' transport cannot be loaded"),
+    ],
+)
+def test_cli_serve_that_cannot_serve_writes_no_store(
+    tmp_path: Path, case: str, status: int, message: str
+) -> None:
+    """A serve that fails before it can accept a connection leaves no statesession.db
+    behind and says why in one line, with the status docs/operating.md gives."""
+    import socket
+
+    env = dict(os.environ)
+    pigeon_distribution(tmp_path / "site")
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = {
+            "port in use": ["--port", str(port)],
+            "host not here": ["--host", "192.0.2.1", "--port", "0"],
+            "unknown transport": ["--transport", "quic"],
+            "missing extra": ["--transport", "pigeon"],
+        }[case]
+        result = run_cli("serve", *args, cwd=tmp_path, env=env)
+    assert result.returncode == status, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("statesession: " + message.format(port=port))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+async def test_cli_serve_holds_connections_that_arrive_before_the_manager(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """serve listens before it opens the store: a connection accepted meanwhile is neither
+    refused nor lost but served once the manager exists, and one still waiting when the
+    server stops is closed."""
+    from statesession._cli import _Listener
+    from statesession.testing import memory_channel_pair
+
+    from .helpers import RawPeer, echo_app
+
+    listener = _Listener(
+        statesession.load_transport("tcp"), "tcp://127.0.0.1:0", statesession.SessionConfig()
+    )
+    server, client = memory_channel_pair()
+    peer = RawPeer(client)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.serve_channel, server)
+        await peer.send({"type": "hello", "v": 1})
+        await peer.send({"type": "msg", "seq": 1, "data": "early"})
+        with trio.move_on_after(60) as waited:
+            await peer.receive(timeout=120)
+        assert waited.cancelled_caught
+        async with statesession.open_manager(echo_app) as manager:
+            listener.admit(manager)
+            assert (await peer.receive())["type"] == "welcome"
+            assert (await peer.receive_type("msg"))["data"] == "early"
+            await peer.send({"type": "bye"})
+            await peer.receive_type("closed")
+    late_server, late_client = memory_channel_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            _Listener(listener.transport, listener.url, listener.config).serve_channel, late_server
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    await RawPeer(late_client).expect_closed()
