@@ -3,6 +3,7 @@ store keeps, ``replay`` one, draw the ``diagram``.
 
 Theory of operation
 -------------------
+Each command's parser reports what it does not understand itself, with its own usage.
 ``serve`` does everything that can fail for a reason the user can fix before it writes
 anything: it loads the app and the transport, then listens, and only then opens the store
 and the manager; a connection accepted meanwhile waits for the manager (a
@@ -53,6 +54,19 @@ SCHEMES = {"websocket": "ws", "websockets": "ws"}
 EXIT_BROKEN_PIPE = 141
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: it reports unknown arguments itself, with its own usage and
+    name, instead of leaving them to the top-level parser."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "session limits and timeouts (each is a SessionConfig field; seconds, bytes, counts)"
@@ -82,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
             "their lifecycle."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     serve = commands.add_parser(
         "serve",

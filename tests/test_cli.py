@@ -468,3 +468,21 @@ async def test_cli_serve_holds_connections_that_arrive_before_the_manager(
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     await RawPeer(late_client).expect_closed()
+
+
+# -- unknown options are reported by the command they were given to ---------------------
+
+
+@pytest.mark.parametrize("command", [["serve"], ["sessions"], ["replay", "abc"], ["diagram"]])
+def test_cli_unknown_option_is_reported_by_its_command(command: list[str]) -> None:
+    """``statesession serve --bogus`` is answered with serve's usage and name (status 2);
+    an unknown option before the command stays the top level's."""
+    result = run_cli(*command, "--bogus")
+    assert result.returncode == 2
+    name = f"statesession {command[0]}"
+    assert result.stderr.startswith(f"usage: {name} "), result.stderr
+    assert f"\n{name}: error: unrecognized arguments: --bogus\n" in result.stderr
+    top = run_cli("--bogus", *command)
+    assert top.returncode == 2
+    assert top.stderr.startswith("usage: statesession [-h] COMMAND"), top.stderr
+    assert "\nstatesession: error: unrecognized arguments: --bogus\n" in top.stderr
