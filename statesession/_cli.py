@@ -67,6 +67,10 @@ class _CommandParser(argparse.ArgumentParser):
         return parsed, extras
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "session limits and timeouts (each is a SessionConfig field; seconds, bytes, counts)"
@@ -309,10 +313,10 @@ async def _serve(
                     log.info("serving %s", bound)
                     async for signum in signals:
                         log.info(
-                            "%s: %s %d sessions and stopping",
+                            "%s: %s %s and stopping",
                             signal.Signals(signum).name,
                             "saving" if store is not None else "terminating",
-                            len(manager),
+                            _plural(len(manager), "session"),
                         )
                         break
                     # Shutting down is bounded; later signals must not cut it short.
@@ -424,7 +428,7 @@ def _run_sessions(args: argparse.Namespace) -> int:
             f"{r.id:<18} {r.state:<13} {_ago(now - r.created):>7} "
             f"{_ago(now - r.last_activity):>7}  {saved:<5}  {r.reason or ''}".rstrip()
         )
-    print(f"{len(records)} sessions")
+    print(_plural(len(records), "session"))
     return 0
 
 

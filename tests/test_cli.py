@@ -47,7 +47,7 @@ async def test_cli_serve_runs_the_demo_and_stops_cleanly_on_sigterm() -> None:
         process.kill()
     text = "\n".join(log)
     assert "initializing -> active (activate)" in text
-    assert "SIGTERM: terminating 1 sessions and stopping" in text
+    assert "SIGTERM: terminating 1 session and stopping" in text
     assert "active -> terminating (terminate)" in text
     assert re.search(r"terminating -> terminated \(finish\)", text)
     assert "stopped" in text
@@ -486,3 +486,16 @@ def test_cli_unknown_option_is_reported_by_its_command(command: list[str]) -> No
     assert top.returncode == 2
     assert top.stderr.startswith("usage: statesession [-h] COMMAND"), top.stderr
     assert "\nstatesession: error: unrecognized arguments: --bogus\n" in top.stderr
+
+
+# -- counts -------------------------------------------------------------------------------
+
+
+def test_cli_sessions_counts_in_words(tmp_path: Path) -> None:
+    """The summary line of ``statesession sessions`` says "1 session", "2 sessions"."""
+    for count, summary in [(1, "1 session"), (2, "2 sessions"), (0, "0 sessions")]:
+        path = tmp_path / f"{count}.db"
+        trio.run(_store_with, path, count)
+        result = run_cli("sessions", "--store", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == summary
