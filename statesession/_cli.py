@@ -1,27 +1,43 @@
-"""The ``statesession`` command: ``serve`` a session server, draw the ``diagram``."""
+"""The ``statesession`` command: ``serve`` a session server, list the ``sessions`` a
+store keeps, ``replay`` one, draw the ``diagram``.
+
+Theory of operation
+-------------------
+Each command's parser reports what it does not understand itself, with its own usage.
+``serve`` does everything that can fail for a reason the user can fix before it writes
+anything: it loads the app and the transport, then listens, and only then opens the store
+and the manager; a connection accepted meanwhile waits for the manager (a
+:class:`_Listener`) instead of being refused. The commands that write to standard
+output stop quietly when its reader goes away (``statesession sessions | head``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import time
 import typing
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from ._channel import Channel
 from ._config import SessionConfig
-from ._diagram import lifecycle_diagram, lifecycle_png
+from ._diagram import lifecycle_diagram, lifecycle_image
 from ._exceptions import ConfigError, StoreError, TransportError
+from ._transport import Transport, pick_transport
 from ._util import collapse_single_exception_group
+
+if typing.TYPE_CHECKING:
+    from ._manager import SessionManager
 
 __all__ = ["main"]
 
@@ -31,6 +47,28 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STORE = "statesession.db"
 DEFAULT_PORTS = {"websocket": 8765, "websockets": 8765, "tcp": 8766}
 SCHEMES = {"websocket": "ws", "websockets": "ws"}
+#: The exit status when standard output's reader went away: what a shell reports for a
+#: program that a closed pipe stopped (128 + SIGPIPE, 13), as ``seq 100000 | head -1``
+#: gives its first command under ``set -o pipefail``. Not 0: the output did not all
+#: arrive.
+EXIT_BROKEN_PIPE = 141
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: it reports unknown arguments itself, with its own usage and
+    name, instead of leaving them to the top-level parser."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
             "their lifecycle."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     serve = commands.add_parser(
         "serve",
@@ -153,7 +193,8 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         default="mermaid",
         choices=["mermaid", "dot", "svg", "png"],
-        help="mermaid and dot are text; svg and png need Graphviz's dot program",
+        help="mermaid and dot are text, and need nothing more; svg and png are drawn by "
+        "Graphviz's dot program, which must be installed",
     )
     diagram.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     return parser
@@ -201,40 +242,88 @@ async def _maybe_store(location: str, log_messages: bool) -> AsyncIterator[Any]:
         yield store
 
 
+class _CannotListen(Exception):
+    """The transport could not listen (the port is taken, the host is not this machine's)."""
+
+
+@attrs.define(eq=False)
+class _Listener:
+    """Accepts connections before the manager exists: each waits until :meth:`admit`
+    hands it the manager, or is closed if the server stops first."""
+
+    transport: Transport
+    url: str
+    config: SessionConfig
+    _manager: SessionManager | None = None
+    _admitted: trio.Event = attrs.Factory(trio.Event)
+    _stop: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    _stopped: trio.Event = attrs.Factory(trio.Event)
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self._stop:
+                await self.transport.serve(
+                    self.serve_channel, self.url, config=self.config, task_status=task_status
+                )
+        except OSError as exc:
+            raise _CannotListen(f"cannot listen on {self.url}: {exc}") from exc
+        finally:
+            self._stopped.set()
+
+    def admit(self, manager: SessionManager) -> None:
+        self._manager = manager
+        self._admitted.set()
+
+    async def serve_channel(self, channel: Channel) -> None:
+        try:
+            await self._admitted.wait()
+        except BaseException:  # the server stopped before it could serve this one
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await channel.aclose("server_shutdown")
+            raise
+        assert self._manager is not None
+        await self._manager.serve_channel(channel)
+
+    async def aclose(self) -> None:
+        """Stop listening; return once every connection has ended."""
+        self._stop.cancel()
+        await self._stopped.wait()
+
+
 async def _serve(
     app: Any,
-    url: str,
-    transport: str,
-    config: SessionConfig,
+    listener: _Listener,
     store_location: str,
     log_messages: bool,
 ) -> None:
     from ._manager import open_manager
-    from ._transport import serve
 
     with (
         collapse_single_exception_group(),
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
     ):
-        async with (
-            _maybe_store(store_location, log_messages) as store,
-            trio.open_nursery() as nursery,
-        ):
-            log.info("store: %s", store_location if store is not None else "none (memory)")
-            async with open_manager(app, config=config, store=store) as manager:
-                bound = await nursery.start(partial(serve, manager, url, transport=transport))
-                log.info("serving %s", bound)
-                async for signum in signals:
-                    log.info(
-                        "%s: %s %d sessions and stopping",
-                        signal.Signals(signum).name,
-                        "saving" if store is not None else "terminating",
-                        len(manager),
-                    )
-                    break
-                # Shutting down is bounded; later signals must not cut it short.
-                nursery.start_soon(_ignore_more, signals)
-            # Every session has run its cleanup and told its clients; stop listening.
+        async with trio.open_nursery() as nursery:
+            # Listen first: nothing is written before connections can be accepted.
+            bound = await nursery.start(listener.run)
+            async with _maybe_store(store_location, log_messages) as store:
+                log.info("store: %s", store_location if store is not None else "none (memory)")
+                async with open_manager(app, config=listener.config, store=store) as manager:
+                    listener.admit(manager)
+                    log.info("serving %s", bound)
+                    async for signum in signals:
+                        log.info(
+                            "%s: %s %s and stopping",
+                            signal.Signals(signum).name,
+                            "saving" if store is not None else "terminating",
+                            _plural(len(manager), "session"),
+                        )
+                        break
+                    # Shutting down is bounded; later signals must not cut it short.
+                    nursery.start_soon(_ignore_more, signals)
+                # Every session has run its cleanup and told its clients; stop listening
+                # and let every connection end before the store commits and closes.
+                await listener.aclose()
             nursery.cancel_scope.cancel()
     log.info("stopped")
 
@@ -255,63 +344,50 @@ def _run_serve(args: argparse.Namespace) -> int:
         for name, value in vars(args).items()
         if name.startswith("config_") and value is not None
     }
+    url = _url(args)
     try:
         config = SessionConfig(**overrides)
-    except ConfigError as exc:
-        print(f"statesession: {exc}", file=sys.stderr)
-        return 2
-    try:
         app = _load_app(args.app)
-    except _UsageError as exc:
+        listener = _Listener(pick_transport(url, args.transport), url, config)
+        trio.run(_serve, app, listener, args.store, args.log_messages)
+    except (ConfigError, _UsageError, TransportError, StoreError) as exc:
         print(f"statesession: {exc}", file=sys.stderr)
         return 2
-    try:
-        trio.run(_serve, app, _url(args), args.transport, config, args.store, args.log_messages)
-    except (TransportError, StoreError) as exc:
+    except _CannotListen as exc:
         print(f"statesession: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"statesession: cannot listen on {_url(args)}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _run_diagram(args: argparse.Namespace) -> int:
-    if args.format in ("mermaid", "dot", "svg"):
-        try:
-            text = lifecycle_diagram(args.format)
-        except Exception as exc:  # pydot or Graphviz missing, for svg
-            print(f"statesession: cannot render {args.format}: {exc}", file=sys.stderr)
-            return 1
-        if args.output is None:
-            sys.stdout.write(text)
-            return 0
-        try:
-            args.output.write_text(text)
-        except OSError as exc:
-            print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    try:
-        data = lifecycle_png()
-    except Exception as exc:
-        print(
-            f"statesession: cannot render png ({exc}); it needs pydot "
-            "(pip install 'statesession[diagrams]') and Graphviz's dot program",
-            file=sys.stderr,
-        )
-        return 1
-    if args.output is not None:
-        try:
-            args.output.write_bytes(data)
-        except OSError as exc:
-            print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
-            return 1
-    elif sys.stdout.isatty():
+    data: str | bytes
+    if args.format in ("mermaid", "dot"):
+        data = lifecycle_diagram(args.format)
+    elif args.format == "png" and args.output is None and sys.stdout.isatty():
         print("statesession: png is binary; write it with -o FILE", file=sys.stderr)
         return 2
     else:
-        sys.stdout.buffer.write(data)
+        try:
+            data = lifecycle_image(args.format)
+        except OSError as exc:
+            print(f"statesession: cannot render {args.format}: {exc}", file=sys.stderr)
+            return 1
+        if args.format == "svg":
+            data = data.decode()
+    if args.output is None:
+        if isinstance(data, str):
+            sys.stdout.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+    try:
+        if isinstance(data, str):
+            args.output.write_text(data)
+        else:
+            args.output.write_bytes(data)
+    except OSError as exc:
+        print(f"statesession: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -352,7 +428,7 @@ def _run_sessions(args: argparse.Namespace) -> int:
             f"{r.id:<18} {r.state:<13} {_ago(now - r.created):>7} "
             f"{_ago(now - r.last_activity):>7}  {saved:<5}  {r.reason or ''}".rstrip()
         )
-    print(f"{len(records)} sessions")
+    print(_plural(len(records), "session"))
     return 0
 
 
@@ -391,12 +467,23 @@ def _run_replay(args: argparse.Namespace) -> int:
     return 1
 
 
+def _discard_stdout() -> None:
+    """Point standard output at the null device: its reader is gone, and the interpreter's
+    last flush of what is still buffered must not fail (and print a traceback) again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _run_serve(args)
-    if args.command == "sessions":
-        return _run_sessions(args)
-    if args.command == "replay":
-        return _run_replay(args)
-    return _run_diagram(args)
+    run = {"sessions": _run_sessions, "replay": _run_replay, "diagram": _run_diagram}
+    try:
+        status = run[args.command](args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # statesession sessions | head
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return status

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,24 @@ def test_docs_relative_links_resolve() -> None:
     for page in [ROOT / "README.md", *DOCS.glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_docs_install_commands_install_from_a_checkout() -> None:
+    """statesession is not on the package index: every ``pip install`` the README and the
+    operating guide show installs from the repository's root (``.``), with extras
+    pyproject.toml declares, and no page names a ``statesession[...]`` requirement."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = set(project["optional-dependencies"])
+    for page in [ROOT / "README.md", DOCS / "operating.md"]:
+        text = page.read_text()
+        assert "statesession[" not in text, f"{page.name} names a requirement not on the index"
+        commands = re.findall(r"pip install ([^`\n]*)", text)
+        assert commands or page.name != "README.md"
+        for command in commands:
+            for word in shlex.split(command, comments=True):
+                if word.startswith("-"):
+                    continue
+                path, _, extras = word.partition("[")
+                assert path == ".", f"{page.name}: pip install {word} is not the checkout"
+                unknown = set(filter(None, extras.rstrip("]").split(","))) - declared
+                assert not unknown, f"{page.name}: pip install {word}: no extra {unknown}"

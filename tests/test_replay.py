@@ -131,7 +131,7 @@ async def test_cli_sessions_and_replay_read_a_store(
     assert listing.returncode == 0
     assert welcome["session"] in listing.stdout
     assert "terminated" in listing.stdout
-    assert "1 sessions" in listing.stdout
+    assert listing.stdout.rstrip().endswith("1 session")
     replay = await trio.to_thread.run_sync(
         lambda: run("replay", welcome["session"], "--store", str(path), cwd=tmp_path)
     )

@@ -59,7 +59,7 @@ async def test_sigterm_mid_stream_then_restart_delivers_everything_exactly_once(
                 first.send_signal(signal.SIGTERM)
                 assert await first.wait() == 0
             log = "\n".join(await read_rest(first, lines))
-            assert "SIGTERM: saving 1 sessions and stopping" in log
+            assert "SIGTERM: saving 1 session and stopping" in log
             assert "-> passivated (passivate)" in log
             assert "stopped" in log
 
