@@ -153,6 +153,7 @@ async def measure(count: int, store_kind: str, trace: bool) -> Figures:
                     "token": welcome["token"],
                     "client": welcome["client"],
                     "ack": 0,
+                    "resume": True,
                 }
             )
             await client.aclose()

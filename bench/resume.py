@@ -13,7 +13,7 @@ messages (each a string of S ASCII characters), which the session buffers for th
 client (``buffer_messages`` = M). Timed: from the client starting to reconnect (opening
 the TCP connection) until it has received the M-th replayed message. The client is a
 lean raw trio-websocket client speaking the wire protocol, not ``open_client``: it sends
-``hello`` with the session id, token, client id and ``ack: 0``, reads the ``welcome``
+``hello`` with the session id, token, client id, ``ack: 0`` and ``resume: true``, reads the ``welcome``
 (which must say ``resumed``), then decodes each ``msg`` and checks that seqs 1..M arrive
 in order, each once, each with the payload the app sent under it. After the clock stops
 it acknowledges them all and says ``bye``; the run fails if any message arrives again
@@ -181,6 +181,7 @@ async def resume_once(
             "token": welcome["token"],
             "client": welcome["client"],
             "ack": 0,
+            "resume": True,
         }
     )
     with bounded(10, "the reconnect and the replay"):

@@ -159,9 +159,14 @@ class SessionChart(StateChart[_Cursor]):
         """Activation needs the allocation done and the health checks passed."""
         return allocated and healthy
 
-    def admissible(self, token_ok: bool = False, now: float = 0.0, deadline: float = 0.0) -> bool:
-        """A connection attaches only with the right token, within the reconnect window."""
-        return token_ok and now < deadline
+    def admissible(
+        self, token_ok: bool = False, now: float = 0.0, deadline: float = 0.0, kept: bool = False
+    ) -> bool:
+        """A connection attaches only with the right token, within the reconnect window --
+        or after it, while a session that is kept at expiry (``kept``: it is saved, not
+        ended) has not been saved yet: it is alive, and attaching it beats saving it and
+        bringing it back."""
+        return token_ok and (now < deadline or kept)
 
     def unattached(self, connections: int = 0) -> bool:
         """The session leaves ``active`` when its last connection is gone."""

@@ -13,6 +13,15 @@ received is dropped. They are acknowledged as the application takes them (``rece
 so an application that falls behind slows the server down instead of piling up memory.
 The client's own messages stay in a pending buffer until the server acknowledges them, and
 are resent after a reconnect from the server's ``welcome.ack`` on.
+
+Once welcomed, every reconnect *resumes* (``hello.resume``): if the server no longer
+remembers this client it refuses with ``resume_gap``, raised to the application, rather
+than admit it as new and take its unacknowledged messages twice. A refusal the server
+may lift later (:data:`~statesession.protocol.RETRYABLE_CODES`: the server is stopping,
+or cannot attach the session right now) is retried like a dropped connection; any other
+is final. A session passivated while idle lets the client go dormant -- it reconnects
+when it has something to send -- but never while the server has not acknowledged one of
+its messages: those are sent again at once.
 """
 
 from __future__ import annotations
@@ -43,8 +52,10 @@ from ._exceptions import (
     SessionClosedError,
 )
 from ._protocol import (
+    ERROR_CODES,
     PING_TEXT,
     PONG_TEXT,
+    RETRYABLE_CODES,
     AckFrame,
     ByeFrame,
     ClosedFrame,
@@ -71,18 +82,7 @@ Connect = Callable[[], Awaitable[Channel]]
 _CLOSE_TIMEOUT = 10.0
 
 #: Error codes after which reconnecting cannot help.
-_FINAL_CODES = frozenset(
-    {
-        "bad_version",
-        "unknown_session",
-        "bad_token",
-        "resume_gap",
-        "terminated",
-        "session_limit",
-        "bad_frame",
-        "frame_too_large",
-    }
-)
+_FINAL_CODES = ERROR_CODES - RETRYABLE_CODES
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +141,9 @@ class Client:
         self.token = token
         #: This client's id within the session.
         self.client_id = client
+        #: Whether the next hello resumes this client (it was welcomed as it, or the
+        #: application named it) rather than joining or creating the session.
+        self._resuming = session is not None and client is not None
         #: The session's lifecycle state as last reported by the server.
         self.state: str | None = None
         self._auth = auth
@@ -361,18 +364,20 @@ class Client:
 
     async def _converse(self, channel: Channel, deadline: float) -> bool:
         """Handshake and run one connection; return whether it was welcomed."""
-        if self.session_id is None or (not self._received and self.client_id is not None):
-            ack = None  # a new session, or the server knows where this client is
-        elif not self._received:
-            ack = 0  # joining as a new client: everything the server still holds
+        if self.session_id is None:
+            ack = None  # a new session
+        elif self._resuming:
+            # The highest seq received; with none yet, the server knows where it was.
+            ack = self._received or None
         else:
-            ack = self._received
+            ack = 0  # joining as a new client: everything the server still holds
         hello = HelloFrame(
             session=self.session_id,
             token=self.token,
             client=self.client_id,
             ack=ack,
             auth=self._auth,
+            resume=self._resuming,
         )
         try:
             with trio.move_on_at(deadline) as waited:
@@ -389,6 +394,10 @@ class Client:
         # A server whose answer is not valid v1 will not get better by retrying.
         frame = decode_server_frame(text, max_frame=self._max_frame)
         if isinstance(frame, ErrorFrame):
+            if frame.code in RETRYABLE_CODES:
+                self._last_error = f"{frame.code}: {frame.message}"
+                log.info("server answered %s; trying again", self._last_error)
+                return False
             raise self._remote_error(frame)
         if not isinstance(frame, WelcomeFrame):
             log.warning("server answered hello with %s; reconnecting", type(frame).__name__)
@@ -407,10 +416,16 @@ class Client:
         self.session_id = frame.session
         self.token = frame.token
         self.client_id = frame.client
+        self._resuming = True
         self.state = frame.state
         self._window = frame.window
         self._heartbeat = frame.heartbeat
         self._drop_acknowledged(frame.ack)
+        if not self._pending and self._next_seq <= frame.ack:
+            # Resuming a client this process never was (given session, token and
+            # client): number on from what the server has taken, or the next messages
+            # would be dropped as duplicates.
+            self._next_seq = frame.ack + 1
         self._out_seq = self._pending[0][0] if self._pending else self._next_seq
         self._acked_sent = self._received
         self._ack_asked = False
@@ -482,7 +497,10 @@ class Client:
                 self._writer_lot.unpark_all()
             elif isinstance(frame, StateFrame):
                 self.state = frame.state
-                if frame.state == "passivated":
+                if frame.state == "passivated" and not self._pending:
+                    # Nothing of ours is waiting for the server: stay away until there
+                    # is. (With a message unacknowledged, reconnect at once: the session
+                    # comes back and takes it.)
                     self._dormant = True
                     self._wake = trio.Event()
             elif isinstance(frame, ClosedFrame):

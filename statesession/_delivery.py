@@ -23,6 +23,14 @@ arrives: the client's window of unacknowledged messages is then the flow control
 server never has to stop reading a connection -- which would leave the client's acks
 unread behind its messages while the application waits for them.
 
+Joining and resuming. A client says which it does (``hello.resume``). A *resuming*
+client continues the streams of a client the session remembers; one the session has
+forgotten is refused with ``resume_gap``: what it sent (and was sent) since can no longer
+be accounted for, and admitting it as new would have the application take its
+unacknowledged messages a second time. A *joining* client is new: it must not name a
+client the session knows, and it starts at the session's current message (or, with
+``ack = 0``, at the oldest one still held).
+
 A client is remembered while it is attached and for one reconnect window after it
 detached; a session remembers at most ``max_clients`` clients.
 """
@@ -191,27 +199,37 @@ class Delivery:
 
     # -- attaching ----------------------------------------------------------------------
 
-    def check(self, client_id: str, ack: int | None) -> int:
+    def check(self, client_id: str, ack: int | None, *, resume: bool) -> int:
         """Validate a client's hello without changing anything; return the seq it has
         seen (replay starts above it).
 
-        A known client resumes from ``ack`` (or from what it last acknowledged). A new
-        client starts after the latest message when ``ack`` is omitted, or with everything
-        still held when ``ack`` is 0; a new client claiming ``ack > 0`` is one this session
-        has forgotten. Raises ``ProtocolError``: ``resume_gap`` when the history is gone,
-        ``bad_frame`` for messages that were never sent, ``session_limit`` when the
-        session has no room for another client.
+        A resuming client (``resume``) must be one this session remembers; it resumes
+        from ``ack`` (or from what it last acknowledged). A joining client must be new;
+        it starts after the latest message when ``ack`` is omitted, or with everything
+        still held when ``ack`` is 0. Raises ``ProtocolError``: ``resume_gap`` when the
+        client or its history is gone, ``bad_frame`` for messages that were never sent
+        or a join naming a known client, ``session_limit`` when the session has no room
+        for another client.
         """
         buffer = self.buffer
         cursor = self.clients.get(client_id)
+        if resume and cursor is None:
+            raise ProtocolError(
+                "resume_gap",
+                f"this session no longer remembers client {client_id!r} (it was away "
+                "longer than the reconnect window, or max_clients newer clients took its "
+                "place): what it sent and was sent since cannot be accounted for; join "
+                "the session again as a new client",
+                fatal=True,
+            )
+        if not resume and cursor is not None:
+            raise ProtocolError(
+                "bad_frame",
+                f"client {client_id!r} is already in this session; to continue it, send "
+                "hello.resume: true (a join is a new client)",
+                fatal=True,
+            )
         if cursor is None:
-            if ack is not None and ack > 0:
-                raise ProtocolError(
-                    "resume_gap",
-                    f"this session does not remember client {client_id!r} (it was away "
-                    "longer than the reconnect window); its history is gone",
-                    fatal=True,
-                )
             if len(self.clients) >= self.max_clients and all(
                 c.attached for c in self.clients.values()
             ):
@@ -237,10 +255,10 @@ class Delivery:
             )
         return seen
 
-    def admit(self, client_id: str, ack: int | None) -> tuple[ClientCursor, int]:
+    def admit(self, client_id: str, ack: int | None, *, resume: bool) -> tuple[ClientCursor, int]:
         """Validate (as :meth:`check`), then find or make the client's cursor; return it
         and the seq it has seen. Resuming from a seq acknowledges everything up to it."""
-        seen = self.check(client_id, ack)
+        seen = self.check(client_id, ack, resume=resume)
         cursor = self.clients.get(client_id)
         if cursor is None:
             if len(self.clients) >= self.max_clients:

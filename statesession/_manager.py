@@ -40,7 +40,14 @@ import trio
 from ._channel import Channel
 from ._config import SessionConfig
 from ._connection import Connection
-from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError, StoreError
+from ._exceptions import (
+    ChannelError,
+    CorruptSnapshotError,
+    FrameTooLargeError,
+    ProtocolError,
+    StoreError,
+    StoreVersionError,
+)
 from ._lifecycle import Lifecycle
 from ._protocol import HelloFrame, decode_client_frame, error_text
 from ._session import Session
@@ -278,12 +285,6 @@ class SessionManager:
     async def _create(
         self, channel: Channel, hello: HelloFrame, principal: str | None
     ) -> Connection:
-        if hello.ack:
-            raise ProtocolError(
-                "bad_frame",
-                "hello.ack needs hello.session: a new session has no history",
-                fatal=True,
-            )
         if self._closing:  # checked again: authenticating may have taken a while
             raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
         self._admit(principal)
@@ -316,16 +317,22 @@ class SessionManager:
     ) -> Connection:
         assert hello.session is not None
         assert hello.token is not None
-        session = await self._find(hello.session, hello.token, principal)
-        connection = Connection(
-            channel,
-            session,
-            client=hello.client or new_id(9),
-            token=hello.token,
-            resumed=True,
-        )
-        await session._attach(connection, hello.ack)
-        return connection
+        client = hello.client or new_id(9)
+        for attempt in range(3):
+            session = await self._find(hello.session, hello.token, principal)
+            connection = Connection(
+                channel, session, client=client, token=hello.token, resumed=hello.resume
+            )
+            try:
+                await session._attach(connection, hello.ack)
+            except ProtocolError as exc:
+                # It began to be saved after it was found: wait for that and bring it
+                # back (a session being saved is alive, not gone).
+                if exc.code == "unavailable" and session.state == "passivated" and attempt < 2:
+                    continue
+                raise
+            return connection
+        raise AssertionError("unreachable")
 
     async def _find(self, session_id: str, token: str, principal: str | None) -> Session:
         """The live session a resuming client names -- brought back from the store if it
@@ -370,10 +377,17 @@ class SessionManager:
         try:
             try:
                 snapshot = await store.load(session_id)
-            except StoreError as exc:
+            except (CorruptSnapshotError, StoreVersionError) as exc:
                 log.error("session %s cannot be restored: %s", session_id, exc)
                 raise ProtocolError(
                     "terminated", f"session {session_id} cannot be restored: {exc}", fatal=True
+                ) from None
+            except StoreError as exc:
+                log.warning("session %s cannot be loaded right now: %s", session_id, exc)
+                raise ProtocolError(
+                    "unavailable",
+                    f"session {session_id} cannot be loaded right now ({exc}); try again",
+                    fatal=True,
                 ) from None
             if snapshot is None:
                 raise await self._gone_for_good(session_id)
@@ -384,7 +398,7 @@ class SessionManager:
                 )
             if self._closing:
                 raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
-            self._admit(snapshot.principal)
+            self._admit(snapshot.principal, returning=True)
             session = Session._restore(self, snapshot)
             self._register(session)
             store.forget(session_id)  # live again: the store's copy is stale from now on
@@ -401,7 +415,9 @@ class SessionManager:
             record = await store.record(session_id)
         except StoreError as exc:
             return ProtocolError(
-                "terminated", f"session {session_id} cannot be looked up: {exc}", fatal=True
+                "unavailable",
+                f"session {session_id} cannot be looked up right now ({exc}); try again",
+                fatal=True,
             )
         if record is None:
             return ProtocolError(
@@ -420,12 +436,14 @@ class SessionManager:
             fatal=True,
         )
 
-    def _admit(self, principal: str | None) -> None:
-        """Refuse a new or returning session over the admission limits."""
+    def _admit(self, principal: str | None, *, returning: bool = False) -> None:
+        """Refuse a new or ``returning`` (passivated) session over the admission limits.
+        A returning session refused for a full server is told ``unavailable``: it lives
+        on in the store, and the same resume succeeds once there is room."""
         config = self.config
         if len(self._sessions) - self._in_error >= config.max_sessions:
             raise ProtocolError(
-                "session_limit",
+                "unavailable" if returning else "session_limit",
                 f"server holds its limit of {config.max_sessions} sessions (max_sessions); "
                 "try again later",
                 fatal=True,

@@ -59,8 +59,14 @@ ERROR_CODES: Final = frozenset(
         "frame_too_large",
         "terminated",
         "server_shutdown",
+        "unavailable",
     }
 )
+#: The fatal errors after which the same hello can succeed later: the server is stopping
+#: (and the next one may resume the session), or cannot attach the session right now
+#: (it is being saved, its store is failing, the server is full). A client reconnects
+#: after these, with backoff; after any other fatal error it gives up and says why.
+RETRYABLE_CODES: Final = frozenset({"server_shutdown", "unavailable", "handshake_timeout"})
 
 #: Longest identifier (session id, client id) and token accepted, in characters.
 MAX_ID_LENGTH: Final = 128
@@ -75,16 +81,21 @@ MAX_SEQ: Final = 2**63 - 1
 
 @attrs.frozen(kw_only=True)
 class HelloFrame:
-    """Client's first frame: create a session, or attach to / resume one."""
+    """Client's first frame: create a session, join one as a new client, or resume one
+    as the client it was (``resume``)."""
 
     v: int = PROTOCOL_VERSION
     session: str | None = None
     token: str | None = None
     client: str | None = None
-    #: Highest server seq the client has processed (for resume).
+    #: Resuming: the highest server seq the client has processed. Joining: 0 for every
+    #: message the server still holds, omitted for those sent from now on.
     ack: int | None = None
     #: Credentials for the server's ``authenticate`` hook, any JSON value.
     auth: Any = None
+    #: This is ``client``, welcomed into ``session`` before, continuing its streams; the
+    #: server refuses (``resume_gap``) if it no longer remembers it.
+    resume: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -220,6 +231,8 @@ def encode_frame(frame: Frame) -> str:
     for name, value in attrs.asdict(frame, recurse=False).items():
         if value is not None:
             fields[name] = value
+    if fields.get("resume") is False:
+        del fields["resume"]  # (a hello that does not resume says nothing of it)
     return encode_data(fields)
 
 
@@ -339,6 +352,12 @@ def _str(obj: Mapping[str, Any], kind: str, name: str, *, limit: int) -> str:
     return value
 
 
+def _opt_bool(obj: Mapping[str, Any], kind: str, name: str) -> bool:
+    if obj.get(name) is None:
+        return False
+    return _bool(obj, kind, name)
+
+
 def _bool(obj: Mapping[str, Any], kind: str, name: str) -> bool:
     value = obj.get(name)
     if type(value) is not bool:
@@ -371,13 +390,30 @@ def _hello(obj: Mapping[str, Any]) -> HelloFrame:
     token = _opt_str(obj, "hello", "token", limit=MAX_ID_LENGTH)
     if (session is None) != (token is None):
         raise _bad("hello.session and hello.token go together: give both to resume, or neither")
+    client = _opt_str(obj, "hello", "client", limit=MAX_ID_LENGTH)
+    ack = _opt_int(obj, "hello", "ack", minimum=0)
+    resume = _opt_bool(obj, "hello", "resume")
+    if session is None:
+        if ack is not None:
+            raise _bad("hello.ack needs hello.session: a new session has no history")
+        if resume:
+            raise _bad("hello.resume needs hello.session: there is nothing to resume")
+    elif resume:
+        if client is None:
+            raise _bad("hello.resume needs hello.client: the client to resume")
+    elif ack:
+        raise _bad(
+            f"hello.ack is {ack} on a join, but a joining client has received nothing; "
+            "to continue a client, send hello.resume: true with its hello.client"
+        )
     return HelloFrame(
         v=v,
         session=session,
         token=token,
-        client=_opt_str(obj, "hello", "client", limit=MAX_ID_LENGTH),
-        ack=_opt_int(obj, "hello", "ack", minimum=0),
+        client=client,
+        ack=ack,
         auth=obj.get("auth"),
+        resume=resume,
     )
 
 

@@ -94,6 +94,12 @@ class SessionStatistics:
     resources: int
 
 
+def _being_saved(session_id: str) -> ProtocolError:
+    return ProtocolError(
+        "unavailable", f"session {session_id} is being saved; try again", fatal=True
+    )
+
+
 #: Returned by a job whose reply is given later (a connection waiting for activation).
 _DEFERRED: Any = object()
 
@@ -702,7 +708,11 @@ class Session:
             self._cleanup = Cascade(self)
         self._cleanup.restart()
         self._fail_joins(
-            ProtocolError("terminated", f"session is {self.state} ({self.reason})", fatal=True)
+            _being_saved(self.id)
+            if self.state == "passivated"
+            else ProtocolError(
+                "terminated", f"session is {self.state} ({self.reason})", fatal=True
+            )
         )
         self._wake_all()
 
@@ -861,6 +871,11 @@ class Session:
             self._timer = self._timer_job = None
             job()
 
+    def _kept_at_expiry(self) -> bool:
+        """Whether an expired window saves this session (rather than ending it)."""
+        manager = self._manager
+        return manager._store is not None and manager.config.window_expiry == "passivate"
+
     def _idle_after(self) -> float:
         manager = self._manager
         return manager.config.passivate_after if manager._store is not None else math.inf
@@ -908,7 +923,7 @@ class Session:
             "expire",
             now=trio.current_time(),
             deadline=self._deadline,
-            store=manager._store is not None and manager.config.window_expiry == "passivate",
+            store=self._kept_at_expiry(),
             busy=self._busy,
             reason="window_expired",
         )
@@ -1064,14 +1079,22 @@ class Session:
             raise reply.error
 
     def _admit(self, connection: Connection, ack: int | None) -> None:
-        """Attach to an active or reconnecting session: validate, step, then register."""
+        """Attach to an active or reconnecting session: validate, step, then register.
+        A session being saved is alive, and answers ``unavailable`` (the manager waits
+        for the save and brings it back); only one that is ending says ``terminated``."""
+        if self.state == "passivated":
+            raise _being_saved(self.id)
         if self.state not in ("active", "reconnecting"):
             raise ProtocolError(
                 "terminated", f"session is {self.state} ({self.reason})", fatal=True
             )
-        self._delivery.check(connection.client, ack)
+        self._delivery.check(connection.client, ack, resume=connection.resumed)
         if not self._step(
-            "attach", token_ok=True, now=trio.current_time(), deadline=self._deadline
+            "attach",
+            token_ok=True,
+            now=trio.current_time(),
+            deadline=self._deadline,
+            kept=self._kept_at_expiry(),
         ):
             raise ProtocolError(
                 "terminated", "the session's reconnect window has expired", fatal=True
@@ -1081,7 +1104,7 @@ class Session:
     def _register(self, connection: Connection, ack: int | None) -> None:
         if connection.aborted:
             raise ProtocolError("terminated", "connection was aborted", fatal=True)
-        cursor, seen = self._delivery.admit(connection.client, ack)
+        cursor, seen = self._delivery.admit(connection.client, ack, resume=connection.resumed)
         if self._manager.config.attach_policy == "takeover":
             replaced = list(self._connections)
         else:

@@ -5,6 +5,7 @@ For writing a client in another framework, or inspecting traffic. See docs/proto
 
 from ._protocol import ERROR_CODES as ERROR_CODES
 from ._protocol import PROTOCOL_VERSION as PROTOCOL_VERSION
+from ._protocol import RETRYABLE_CODES as RETRYABLE_CODES
 from ._protocol import AckFrame as AckFrame
 from ._protocol import ByeFrame as ByeFrame
 from ._protocol import ClientFrame as ClientFrame
@@ -24,6 +25,7 @@ from ._protocol import encode_frame as encode_frame
 __all__ = [
     "ERROR_CODES",
     "PROTOCOL_VERSION",
+    "RETRYABLE_CODES",
     "AckFrame",
     "ByeFrame",
     "ClientFrame",

@@ -101,7 +101,11 @@ async def test_bad_input_seq_jump_is_fatal_for_the_connection_only(
     await peer.expect_closed()
     again = await served.peer()
     resumed = await again.hello(
-        session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=1
+        session=welcome["session"],
+        token=welcome["token"],
+        client=welcome["client"],
+        resume=True,
+        ack=1,
     )
     assert resumed["ack"] == 1
     await bystander_still_works(served, again, 2)
@@ -165,7 +169,11 @@ async def test_bad_input_stale_ack_beyond_the_buffer_is_resume_gap(
         await trio.testing.wait_all_tasks_blocked()
         again = await served.peer()
         error = await again.hello(
-            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=1
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            resume=True,
+            ack=1,
         )
         assert error["code"] == "resume_gap"
         assert error["fatal"] is True

@@ -67,12 +67,12 @@ def make_delivery(**kw: int | bool) -> Delivery:
 def test_delivery_new_client_starts_after_the_latest_message() -> None:
     """A client joining without ack gets only new messages; with ack=0, everything held."""
     delivery = make_delivery()
-    _, seen = delivery.admit("a", None)
+    _, seen = delivery.admit("a", None, resume=False)
     assert seen == 0
     delivery.buffer.append(frame(1))
-    _, seen_b = delivery.admit("b", None)
+    _, seen_b = delivery.admit("b", None, resume=False)
     assert seen_b == 1
-    _, seen_c = delivery.admit("c", 0)
+    _, seen_c = delivery.admit("c", 0, resume=False)
     assert seen_c == 0
 
 
@@ -80,11 +80,11 @@ def test_delivery_new_client_with_ack_zero_gets_everything_still_held() -> None:
     """A client joining with ack=0 after messages were trimmed starts at the oldest held
     one: it joins mid-stream, it is not resuming."""
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None)
+    a, _ = delivery.admit("a", None, resume=False)
     for i in range(4):
         delivery.buffer.append(frame(i))
     delivery.acknowledge(a, 2)
-    _, seen = delivery.admit("b", 0)
+    _, seen = delivery.admit("b", 0, resume=False)
     assert seen == 2
     assert [seq for seq, _ in delivery.buffer.frames_after(seen)] == [3, 4]
 
@@ -92,21 +92,21 @@ def test_delivery_new_client_with_ack_zero_gets_everything_still_held() -> None:
 def test_delivery_refused_hello_changes_nothing() -> None:
     """Validation comes before any change: a refused client does not evict another."""
     delivery = make_delivery(max_clients=2)
-    a, _ = delivery.admit("a", None)
-    delivery.admit("b", None)
+    a, _ = delivery.admit("a", None, resume=False)
+    delivery.admit("b", None, resume=False)
     delivery.attached(a)
-    with pytest.raises(ProtocolError, match="does not remember"):
-        delivery.admit("c", 5)
+    with pytest.raises(ProtocolError, match="no longer remembers"):
+        delivery.admit("c", 5, resume=True)
     assert set(delivery.clients) == {"a", "b"}
     with pytest.raises(ProtocolError):
-        delivery.check("b", 9)
+        delivery.check("b", 9, resume=True)
     assert delivery.clients["b"].acked == 0
 
 
 def test_delivery_trims_only_what_every_client_acknowledged() -> None:
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None)
-    b, _ = delivery.admit("b", None)
+    a, _ = delivery.admit("a", None, resume=False)
+    b, _ = delivery.admit("b", None, resume=False)
     for i in range(4):
         delivery.buffer.append(frame(i))
     delivery.acknowledge(a, 4)
@@ -121,18 +121,18 @@ def test_delivery_resume_ack_trims_the_buffer() -> None:
     """Resuming with ack=n acknowledges up to n: those messages leave the buffer (else a
     backpressured sender would wait forever)."""
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None)
+    a, _ = delivery.admit("a", None, resume=False)
     delivery.attached(a)
     for i in range(3):
         delivery.buffer.append(frame(i))
     delivery.detached(a, now=0)
-    delivery.admit("a", 3)
+    delivery.admit("a", 3, resume=True)
     assert len(delivery.buffer) == 0
 
 
 def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None)
+    a, _ = delivery.admit("a", None, resume=False)
     with pytest.raises(ProtocolError, match="sent only up to seq 0") as info:
         delivery.acknowledge(a, 1)
     assert info.value.code == "bad_frame"
@@ -141,28 +141,28 @@ def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
 def test_delivery_resume_from_a_dropped_message_is_a_gap() -> None:
     """A resume needing a message no longer held is refused with resume_gap."""
     delivery = make_delivery(max_messages=2, drop_oldest=True)
-    delivery.admit("a", None)
+    delivery.admit("a", None, resume=False)
     for i in range(5):
         delivery.buffer.append(frame(i))
     with pytest.raises(ProtocolError, match=r"messages 2\.\.3 are no longer held") as info:
-        delivery.admit("a", 1)
+        delivery.admit("a", 1, resume=True)
     assert info.value.code == "resume_gap"
     assert info.value.fatal
-    _, seen = delivery.admit("a", 3)
+    _, seen = delivery.admit("a", 3, resume=True)
     assert seen == 3
 
 
 def test_delivery_resume_claiming_unsent_messages_is_refused() -> None:
     delivery = make_delivery()
-    delivery.admit("a", None)
+    delivery.admit("a", None, resume=False)
     with pytest.raises(ProtocolError, match="sent only up to seq 0"):
-        delivery.admit("a", 5)
+        delivery.admit("a", 5, resume=True)
 
 
 def test_delivery_forgotten_client_cannot_resume() -> None:
     """A client away longer than the window is forgotten; its resume is a gap."""
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None)
+    a, _ = delivery.admit("a", None, resume=False)
     delivery.attached(a)
     delivery.buffer.append(frame(1))
     delivery.detached(a, now=10)
@@ -170,28 +170,28 @@ def test_delivery_forgotten_client_cannot_resume() -> None:
     assert "a" in delivery.clients
     delivery.forget_stale(now=40, window=30)
     assert "a" not in delivery.clients
-    with pytest.raises(ProtocolError, match="does not remember client 'a'"):
-        delivery.admit("a", 1)
+    with pytest.raises(ProtocolError, match="no longer remembers client 'a'"):
+        delivery.admit("a", 1, resume=True)
 
 
 def test_delivery_remembers_at_most_max_clients() -> None:
     """A full session evicts its longest-detached client, or refuses if all are attached."""
     delivery = make_delivery(max_clients=2)
-    a, _ = delivery.admit("a", None)
-    b, _ = delivery.admit("b", None)
+    a, _ = delivery.admit("a", None, resume=False)
+    b, _ = delivery.admit("b", None, resume=False)
     delivery.attached(a)
     delivery.attached(b)
     with pytest.raises(ProtocolError, match="2 clients attached") as info:
-        delivery.admit("c", None)
+        delivery.admit("c", None, resume=False)
     assert info.value.code == "session_limit"
     delivery.detached(b, now=5)
-    delivery.admit("c", None)
+    delivery.admit("c", None, resume=False)
     assert set(delivery.clients) == {"a", "c"}
 
 
 def test_delivery_client_messages_are_processed_once_in_order() -> None:
     delivery = make_delivery()
-    a, _ = delivery.admit("a", None)
+    a, _ = delivery.admit("a", None, resume=False)
     assert delivery.receive(a, 1) == "new"
     assert delivery.receive(a, 1) == "duplicate"
     assert delivery.receive(a, 2) == "new"
@@ -218,13 +218,10 @@ class DeliveryModel(RuleBasedStateMachine):
     def connect(self, client: str) -> None:
         if client in self.online or client in self.gapped:
             return
-        ack = (
-            self.seen[client][-1]
-            if self.seen.get(client)
-            else (None if client not in self.seen else 0)
-        )
+        resume = client in self.seen  # it was admitted before: it continues
+        ack = self.seen[client][-1] if self.seen.get(client) else None
         try:
-            cursor, seen = self.delivery.admit(client, ack)
+            cursor, seen = self.delivery.admit(client, ack, resume=resume)
         except ProtocolError as exc:
             assert exc.code == "resume_gap"
             assert client in self.seen

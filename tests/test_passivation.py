@@ -52,7 +52,11 @@ def counter_app(log: list[str]) -> Any:
 async def resume(served: Served, welcome: dict[str, Any], ack: int) -> RawPeer:
     peer = await served.peer()
     answer = await peer.hello(
-        session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=ack
+        session=welcome["session"],
+        token=welcome["token"],
+        client=welcome["client"],
+        resume=True,
+        ack=ack,
     )
     assert answer["type"] == "welcome", answer
     assert answer["resumed"] is True
@@ -203,6 +207,7 @@ async def test_untaken_client_messages_are_resent_and_processed_once(
             session=welcome["session"],
             token=welcome["token"],
             client=welcome["client"],
+            resume=True,
             ack=0,
         )
         assert answer["ack"] == 1  # the app had taken only the first

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from statesession import MessageTooLargeError, ProtocolError
 from statesession._protocol import MAX_SEQ, encode_msg
 from statesession.protocol import (
     ERROR_CODES,
+    RETRYABLE_CODES,
     AckFrame,
     ByeFrame,
     ClosedFrame,
@@ -42,7 +45,7 @@ json_values = st.recursive(
 
 CLIENT_FRAMES = [
     HelloFrame(),
-    HelloFrame(session="s", token="t", client="c", ack=3, auth={"user": "ann"}),
+    HelloFrame(session="s", token="t", client="c", ack=3, auth={"user": "ann"}, resume=True),
     MsgFrame(seq=1, data={"x": [1, "é", None]}),
     AckFrame(seq=0),
     PingFrame(),
@@ -219,18 +222,14 @@ def test_protocol_encode_msg_refuses_oversized_and_non_json() -> None:
 
 
 def test_protocol_error_codes_are_exactly_the_documented_ones() -> None:
-    assert {
-        "bad_frame",
-        "bad_version",
-        "handshake_timeout",
-        "unknown_session",
-        "bad_token",
-        "resume_gap",
-        "session_limit",
-        "frame_too_large",
-        "terminated",
-        "server_shutdown",
-    } == ERROR_CODES
+    """The codec's error codes are the ones docs/protocol.md's error table lists, and the
+    retryable ones are among them."""
+    text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    table = text[text.index("## Errors") :]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
+    assert documented == ERROR_CODES
+    assert RETRYABLE_CODES < ERROR_CODES
+    assert {"server_shutdown", "unavailable"} <= RETRYABLE_CODES
 
 
 @pytest.mark.parametrize("number", ["1e400", "-1e400", "1E999", "[1e309]"])

@@ -162,8 +162,10 @@ class ModelClient:
                 session=self.session,
                 token=token,
                 client=self.client,
-                ack=self.seqs[-1] if self.seqs else 0,
+                resume=True,
             )
+            if self.seqs:
+                hello["ack"] = self.seqs[-1]
         await client.send(json.dumps(hello))
         model.trio.nursery.start_soon(self.read, client)
 

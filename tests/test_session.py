@@ -361,7 +361,11 @@ async def test_session_resumes_within_the_window_with_replay(
         await trio.sleep(20)
         again = await served.peer()
         resumed = await again.hello(
-            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=1
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            resume=True,
+            ack=1,
         )
         assert resumed["resumed"] is True
         assert resumed["ack"] == 1
@@ -403,7 +407,11 @@ async def test_session_replay_goes_out_in_batches(
         served.nursery.start_soon(served.manager.serve_channel, Batching(server_end))
         again = RawPeer(client_end)
         await again.hello(
-            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=0
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            resume=True,
+            ack=0,
         )
         got = [(await again.receive_type("msg"))["data"] for _ in range(1000)]
         assert got == [f"{i:04d}" + "x" * 96 for i in range(1000)]
@@ -660,7 +668,10 @@ async def test_session_same_client_reconnecting_replaces_its_old_connection(
         old, welcome = await served.new_session()
         new = await served.peer()
         await new.hello(
-            session=welcome["session"], token=welcome["token"], client=welcome["client"]
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            resume=True,
         )
         assert await old.receive_type("closed") == {"type": "closed", "reason": "replaced"}
         await old.expect_closed()
@@ -733,7 +744,11 @@ async def test_session_drop_oldest_never_blocks_and_reports_the_gap(
         # An unbuffered channel: the server can only send as fast as this peer reads.
         again = await served.peer(buffer=0)
         resumed = await again.hello(
-            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=0
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            resume=True,
+            ack=0,
         )
         assert resumed["type"] == "welcome"
         await again.send({"type": "msg", "seq": 1, "data": "go"})
@@ -752,7 +767,11 @@ async def test_session_drop_oldest_never_blocks_and_reports_the_gap(
         await again.expect_closed()
         third = await served.peer()
         gap = await third.hello(
-            session=welcome["session"], token=welcome["token"], client=welcome["client"], ack=1
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            resume=True,
+            ack=1,
         )
         assert gap["code"] == "resume_gap"
         assert "messages 2..7 are no longer held" in gap["message"]
