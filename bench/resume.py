@@ -13,11 +13,11 @@ messages (each a string of S ASCII characters), which the session buffers for th
 client (``buffer_messages`` = M). Timed: from the client starting to reconnect (opening
 the TCP connection) until it has received the M-th replayed message. The client is a
 lean raw trio-websocket client speaking the wire protocol, not ``open_client``: it sends
-``hello`` with the session id, token, client id, ``ack: 0`` and ``resume: true``, reads the ``welcome``
-(which must say ``resumed``), then decodes each ``msg`` and checks that seqs 1..M arrive
-in order, each once, each with the payload the app sent under it. After the clock stops
-it acknowledges them all and says ``bye``; the run fails if any message arrives again
-before ``closed``.
+``hello`` with the session id, token, client id, ``ack: 0`` and ``resume: true``, reads
+the ``welcome`` (which must say ``resumed``), then decodes each ``msg`` and checks that
+seqs 1..M arrive in order, each once, each with the payload the app sent under it. After
+the clock stops it acknowledges them all and says ``bye``; the run fails if any message
+arrives again before ``closed``.
 
 Baseline, same run (runs alternate): the same client opens a fresh connection to a bare
 trio-websocket server that sends the same M ``msg`` frames as soon as it has accepted

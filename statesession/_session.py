@@ -918,7 +918,6 @@ class Session:
     def _expire_window(self) -> None:
         """``reconnecting``'s timer: the window is over. A busy session is not passivated;
         it expires when its app stops being busy (see :meth:`busy`)."""
-        manager = self._manager
         self._step(
             "expire",
             now=trio.current_time(),
