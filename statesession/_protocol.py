@@ -227,12 +227,11 @@ def encode_frame(frame: Frame) -> str:
         return f'{{"type":"ack","seq":{frame.seq}}}'
     if isinstance(frame, MsgFrame):
         return f'{{"type":"msg","seq":{frame.seq},"data":{encode_data(frame.data)}}}'
-    fields = {"type": _TYPE_OF[type(frame)]}
+    fields: dict[str, Any] = {"type": _TYPE_OF[type(frame)]}
     for name, value in attrs.asdict(frame, recurse=False).items():
-        if value is not None:
+        # (A hello that does not resume says nothing of it.)
+        if value is not None and not (name == "resume" and value is False):
             fields[name] = value
-    if fields.get("resume") is False:
-        del fields["resume"]  # (a hello that does not resume says nothing of it)
     return encode_data(fields)
 
 
