@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._session import SessionStatistics as SessionStatistics
     from ._store import MemoryStore as MemoryStore
     from ._store import SessionStore as SessionStore
+    from ._store import StoreStatistics as StoreStatistics
     from ._store import open_store as open_store
     from ._transport import Transport as Transport
     from ._transport import load_transport as load_transport
@@ -73,6 +74,7 @@ _DRIVER = {
     "SessionStatistics": "._session",
     "MemoryStore": "._store",
     "SessionStore": "._store",
+    "StoreStatistics": "._store",
     "open_store": "._store",
     "Transport": "._transport",
     "load_transport": "._transport",
@@ -127,6 +129,7 @@ __all__ = [
     "Snapshot",
     "StateSessionError",
     "StoreError",
+    "StoreStatistics",
     "StoreVersionError",
     "Transport",
     "TransportError",

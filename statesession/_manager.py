@@ -563,10 +563,19 @@ class SessionManager:
                     session.terminate("server_shutdown")
             await self._all_gone.wait()
         if self._store is not None:
-            try:
-                await self._store.flush()
-            except StoreError as exc:
-                log.error("sessions may be lost: %s", exc)
+            # The store keeps retrying a failing write; the manager waits for it for
+            # cleanup_timeout (its own closing flush waits longer).
+            with trio.move_on_after(self.config.cleanup_timeout) as waited:
+                try:
+                    await self._store.flush()
+                except StoreError as exc:
+                    log.error("sessions may be lost: %s", exc)
+            if waited.cancelled_caught:
+                log.error(
+                    "the store has not written every saved session after %g s "
+                    "(cleanup_timeout); it goes on trying until it is closed",
+                    self.config.cleanup_timeout,
+                )
         # Let every connection finish its goodbye (a WebSocket close handshake needs the
         # transport's tasks, which the caller may cancel once this returns).
         with trio.move_on_after(self.config.send_timeout):

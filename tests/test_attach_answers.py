@@ -222,3 +222,22 @@ async def test_open_client_resends_what_a_passivated_session_never_took(
             with trio.fail_after(60):  # virtual time: a dormant client never sends it
                 await took.wait()
     assert taken == ["please"]
+
+
+class StuckStore(MemoryStore):
+    """A memory store whose writes never become durable (a disk that stopped)."""
+
+    async def flush(self) -> None:
+        await trio.sleep_forever()
+
+
+async def test_shutdown_with_a_store_that_cannot_write_is_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Leaving open_manager with a store that keeps failing to write returns after
+    cleanup_timeout instead of waiting for the store for ever."""
+    config = SessionConfig(cleanup_timeout=5)
+    async with serving(config=config, store=StuckStore()) as served:
+        await served.new_session()
+        begun = trio.current_time()
+    assert trio.current_time() - begun <= config.cleanup_timeout + config.send_timeout

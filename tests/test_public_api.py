@@ -41,6 +41,7 @@ PUBLIC = {
     "open_store",
     "StoreVersionError",
     "StoreError",
+    "StoreStatistics",
     "Snapshot",
     "SessionStore",
     "SessionRecord",

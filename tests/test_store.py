@@ -269,29 +269,34 @@ async def test_sqlite_store_migrates_step_by_step(
     path = tmp_path / "sessions.db"
     async with open_store(path) as store:
         store.note(record())
+    current = sqlite_store.SCHEMA_VERSION
 
     def add_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE sessions ADD COLUMN tag TEXT")
 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE half_done (x)")
-        raise sqlite3.OperationalError("step 3 went wrong")
+        raise sqlite3.OperationalError("the last step went wrong")
 
-    monkeypatch.setattr(sqlite_store, "MIGRATIONS", {**sqlite_store.MIGRATIONS, 2: add_column})
+    monkeypatch.setattr(
+        sqlite_store, "MIGRATIONS", {**sqlite_store.MIGRATIONS, current + 1: add_column}
+    )
     async with open_store(path) as store:
         assert await store.record("s1") is not None
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == current + 1
         assert "tag" in [row[1] for row in raw.execute("PRAGMA table_info(sessions)")]
 
     monkeypatch.setattr(
-        sqlite_store, "MIGRATIONS", {**sqlite_store.MIGRATIONS, 2: add_column, 3: broken}
+        sqlite_store,
+        "MIGRATIONS",
+        {**sqlite_store.MIGRATIONS, current + 1: add_column, current + 2: broken},
     )
-    with pytest.raises(StoreError, match="step 3 went wrong"):
+    with pytest.raises(StoreError, match="the last step went wrong"):
         async with open_store(path):
             pass
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == current + 1
         tables = [row[0] for row in raw.execute("SELECT name FROM sqlite_master")]
         assert "half_done" not in tables
 
