@@ -132,8 +132,11 @@ class SessionChart(StateChart[_Cursor]):
     expire = reconnecting.to(passivated, cond=["expired", "storable", "idle"]) | reconnecting.to(
         terminating, cond="expired", unless="storable"
     )
-    passivate = active.to(passivated, cond=["storable", "idle"]) | reconnecting.to(
-        passivated, cond=["storable", "idle"]
+    passivate = (
+        active.to(passivated, cond=["storable", "idle"])
+        | reconnecting.to(passivated, cond=["storable", "idle"])
+        # A session being brought back when the server stops goes back to the store.
+        | initializing.to(passivated, cond=["storable", "restored"])
     )
     rehydrate = passivated.to(initializing)
     terminate = (
@@ -184,6 +187,11 @@ class SessionChart(StateChart[_Cursor]):
         """A session whose app declared itself busy is not passivated -- unless the server
         is shutting down, when passivating it beats destroying it."""
         return busy == 0 or shutdown
+
+    def restored(self, restored: bool = False) -> bool:
+        """The session is being brought back from the store (not yet active since): its
+        snapshot is still there, so saving it again loses nothing."""
+        return restored
 
     def clean(self, leaked: int = 1) -> bool:
         """``terminated`` only when cleanup left nothing behind; otherwise ``error``."""

@@ -70,6 +70,7 @@ class Connection:
         "_control",
         "_final",
         "_flush",
+        "_goodbye_since",
         "_idle_since",
         "_idle_timer",
         "_open",
@@ -116,6 +117,8 @@ class Connection:
         self._reack = False
         self._final: str | None = None
         self._flush = False
+        #: When the connection was told to end (its goodbye is bounded from then on).
+        self._goodbye_since: float | None = None
         #: The protocol error code the connection ends with, if it ends with one.
         self.close_error: str | None = None
         self._bye = False
@@ -188,6 +191,7 @@ class Connection:
             self._final = text
             self._flush = flush
             self.close_error = error
+            self._goodbye_since = trio.current_time()
             self.wake()
 
     def fail(self, error: ProtocolError) -> None:
@@ -248,6 +252,20 @@ class Connection:
     @property
     def aborted(self) -> bool:
         return self._aborted
+
+    def close_deadline(self) -> float:
+        """When closing the channel must be over: at once for a connection that was
+        aborted or whose peer stopped taking frames (a close handshake would wait for it
+        in vain); send_timeout after the goodbye began for one told to end (its last
+        frames and its close share that budget); send_timeout from now otherwise."""
+        now = trio.current_time()
+        timeout = self.session._manager.config.send_timeout
+        since = self._sending_since
+        if self._aborted or (since is not None and now - since >= timeout):
+            return -math.inf
+        if self._goodbye_since is not None:
+            return self._goodbye_since + timeout
+        return now + timeout
 
     # -- the connection's own task ------------------------------------------------------
 

@@ -63,6 +63,10 @@ _REASONED = frozenset({"passivated", "terminated", "error"})
 
 log = logging.getLogger("statesession")
 
+#: Most seconds a connection refused before its welcome is given for its error frame and
+#: its close (or send_timeout, if shorter).
+REFUSAL_LINGER = 2.0
+
 App = Callable[[Session], Awaitable[object]]
 Authenticate = Callable[[Any], "str | Awaitable[str]"]
 SessionHook = Callable[[Session], Awaitable[object]]
@@ -191,6 +195,7 @@ class SessionManager:
         """
         connection: Connection | None = None
         close_error: str | None = None
+        close_by = trio.current_time() + self.config.send_timeout
         if self._idle.is_set():
             self._idle = trio.Event()
         self._serving += 1
@@ -203,7 +208,8 @@ class SessionManager:
                     self._refused += 1
                     log.info("refused %s: %s", channel.peer, exc)
                     close_error = exc.code
-                    await self._send_last_words(channel, exc)
+                    close_by = trio.current_time() + self._refusal_linger()
+                    await self._send_last_words(channel, exc, close_by)
                     return
                 except ChannelError:
                     return
@@ -214,9 +220,11 @@ class SessionManager:
             if shut_out:
                 if self._closing:
                     close_error = "server_shutdown"
+                    close_by = trio.current_time() + self._refusal_linger()
                     await self._send_last_words(
                         channel,
                         ProtocolError("server_shutdown", "server is shutting down", fatal=True),
+                        close_by,
                     )
                 return
             assert connection is not None
@@ -224,6 +232,7 @@ class SessionManager:
                 await connection.run()
             finally:
                 close_error = connection.close_error
+                close_by = connection.close_deadline()
                 connection.session._detach(connection)
         except Exception as exc:
             # Nothing a peer sends should get here; if a bug does, it ends this connection
@@ -231,7 +240,7 @@ class SessionManager:
             log.error("internal error serving %s: %s", channel.peer, exc, exc_info=exc)
         finally:
             try:
-                await self._close_channel(channel, close_error)
+                await self._close_channel(channel, close_error, close_by)
             finally:
                 self._serving -= 1
                 if not self._serving:
@@ -400,8 +409,9 @@ class SessionManager:
                 raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
             self._admit(snapshot.principal, returning=True)
             session = Session._restore(self, snapshot)
+            # (The store keeps its copy until the session is active again: one whose coming
+            # back is cut short -- the server stops -- goes back to it unharmed.)
             self._register(session)
-            store.forget(session_id)  # live again: the store's copy is stale from now on
             log.info("session %s: brought back from the store", session_id)
             return session
         finally:
@@ -464,16 +474,25 @@ class SessionManager:
         self._count(session.principal, 1)
         self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
         self._nursery.start_soon(session._run, name=f"{session.id}:actor")
+        if self._closing:
+            session._post(session._shut_down)
 
-    async def _send_last_words(self, channel: Channel, error: ProtocolError) -> None:
-        with trio.move_on_after(self.config.send_timeout), suppress(ChannelError):
+    def _refusal_linger(self) -> float:
+        """How long a connection refused before its welcome gets for its error and its
+        close together: a peer that has not spoken the protocol is not waited for."""
+        return min(self.config.send_timeout, REFUSAL_LINGER)
+
+    async def _send_last_words(
+        self, channel: Channel, error: ProtocolError, close_by: float
+    ) -> None:
+        with trio.move_on_at(close_by), suppress(ChannelError):
             await channel.send(error_text(error))
 
-    async def _close_channel(self, channel: Channel, error: str | None) -> None:
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self.config.send_timeout
-            with suppress(ChannelError):
-                await channel.aclose(error)
+    async def _close_channel(self, channel: Channel, error: str | None, close_by: float) -> None:
+        """Close ``channel`` by ``close_by`` (already past: at once, forcefully -- a
+        transport's ``aclose`` closes even when cancelled)."""
+        with trio.CancelScope(shield=True, deadline=close_by), suppress(ChannelError):
+            await channel.aclose(error)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -552,16 +571,11 @@ class SessionManager:
         self._closing = True
         for scope in list(self._handshakes):
             scope.cancel()
-        while self._sessions:
-            for session in list(self._sessions.values()):
-                if self._store is not None and session.state in ("active", "reconnecting"):
-                    # Saved, not destroyed: its client resumes it once the server is back.
-                    session._post_event(
-                        "passivate", store=True, shutdown=True, reason="server_shutdown"
-                    )
-                elif session.state != "passivated":
-                    session.terminate("server_shutdown")
-            await self._all_gone.wait()
+        # Each session's actor decides, from the state it is really in (and one made
+        # from here on is told as it is registered).
+        for session in list(self._sessions.values()):
+            session._post(session._shut_down)
+        await self._all_gone.wait()
         if self._store is not None:
             # The store keeps retrying a failing write; the manager waits for it for
             # cleanup_timeout (its own closing flush waits longer).
@@ -626,16 +640,17 @@ async def open_manager(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
+            services: trio.Nursery = await nursery.start(_run_services)
             manager = SessionManager(
                 app,
                 config=config or SessionConfig(),
-                nursery=nursery,
+                nursery=services,
                 authenticate=authenticate,
                 setup=setup,
                 health_check=health_check,
                 store=store,
             )
-            nursery.start_soon(manager._run_timers, name="statesession timers")
+            services.start_soon(manager._run_timers, name="statesession timers")
             try:
                 yield manager
             finally:
@@ -643,4 +658,16 @@ async def open_manager(
                     await manager._shutdown()
                 # Every session is gone and its connections told; a connection's writer
                 # still sending (it is bounded by send_timeout) does not hold the exit.
-                nursery.cancel_scope.cancel()
+                services.cancel_scope.cancel()
+
+
+async def _run_services(task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    """The nursery of everything the manager runs -- actors, writers, the timers -- in a
+    task of its own, shielded from cancellation coming from outside: cancelling the code
+    around ``open_manager`` cancels the code in its block (which is not in here), and the
+    shutdown that follows still has writers to say goodbye and timers that fire. Only
+    the manager's exit cancels it."""
+    async with trio.open_nursery() as services:
+        services.cancel_scope.shield = True
+        task_status.started(services)
+        await trio.sleep_forever()

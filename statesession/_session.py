@@ -94,6 +94,12 @@ class SessionStatistics:
     resources: int
 
 
+def _saved_for_shutdown() -> ProtocolError:
+    return ProtocolError(
+        "server_shutdown", "server is stopping; the session is saved: resume it later", fatal=True
+    )
+
+
 def _being_saved(session_id: str) -> ProtocolError:
     return ProtocolError(
         "unavailable", f"session {session_id} is being saved; try again", fatal=True
@@ -189,6 +195,9 @@ class Session:
     _deadline: float = attrs.field(default=math.inf, init=False)
     _received: int = attrs.field(default=0, init=False)
     _failure: BaseException | None = attrs.field(default=None, init=False)
+    #: The store still holds this session's snapshot: it was brought back from it and has
+    #: not been active since (the snapshot is dropped only then).
+    _stored: bool = attrs.field(default=False, init=False)
     #: terminate() calls whose job has not run yet (wait_terminated waits for them).
     _terminating: int = attrs.field(default=0, init=False)
 
@@ -396,6 +405,22 @@ class Session:
             if not self._busy and self.state == "reconnecting" and now >= self._deadline:
                 self._post(self._expire_window)  # it waited for this
 
+    def _shut_down(self) -> None:
+        """The server is stopping (a job of the actor, so it acts on the state the session
+        is in, not on one read from outside): a session that can be saved is -- its
+        clients resume it from the next server -- the others terminate."""
+        if self.state in ("passivated", "terminating", "terminated"):
+            return  # on its way out already
+        if self._step(
+            "passivate",
+            store=self._manager._store is not None,
+            shutdown=True,
+            restored=self._stored,
+            reason="server_shutdown",
+        ):
+            return
+        self._step("terminate", reason="server_shutdown")
+
     def terminate(self, reason: str = "terminated") -> None:
         """Ask the session to terminate; returns at once (see :meth:`wait_terminated`).
         A session in ``error`` runs its cleanup again (for what is left)."""
@@ -477,6 +502,7 @@ class Session:
             data=dict(snapshot.data),
         )
         session.state = "passivated"
+        session._stored = True
         session.created = snapshot.created
         now = trio.current_time()
         session._delivery.buffer.restore(snapshot.first_seq, snapshot.frames)
@@ -675,6 +701,13 @@ class Session:
             self._start_state_work(self._initialize, "setup")
 
     def begin_active(self) -> None:
+        if self._stored:
+            # Live again: only now is the store's copy stale (a session whose coming
+            # back was cut short still has it).
+            self._stored = False
+            store = self._manager._store
+            if store is not None:
+                store.forget(self.id)
         self._deadline = math.inf
         config = self._manager.config
         first = min(config.heartbeat_interval, self._idle_after())
@@ -707,13 +740,15 @@ class Session:
         if self._cleanup is None:
             self._cleanup = Cascade(self)
         self._cleanup.restart()
-        self._fail_joins(
-            _being_saved(self.id)
-            if self.state == "passivated"
-            else ProtocolError(
+        if self.state != "passivated":
+            refusal = ProtocolError(
                 "terminated", f"session is {self.state} ({self.reason})", fatal=True
             )
-        )
+        elif self._manager._closing:
+            refusal = _saved_for_shutdown()
+        else:
+            refusal = _being_saved(self.id)
+        self._fail_joins(refusal)
         self._wake_all()
 
     def settle(self, error: BaseException | None) -> None:
@@ -945,13 +980,7 @@ class Session:
         """
         manager = self._manager
         if reason == "server_shutdown":
-            last_words = error_text(
-                ProtocolError(
-                    "server_shutdown",
-                    "server is stopping; the session is saved: resume it later",
-                    fatal=True,
-                )
-            )
+            last_words = error_text(_saved_for_shutdown())
         else:
             last_words = encode_frame(StateFrame(state="passivated"))
         cleanup = self._cleanup
