@@ -60,6 +60,13 @@ class Channel(abc.ABC):
         """A short description of the other end, for logs."""
         return "unknown"
 
+    @property
+    def peer_address(self) -> str | None:
+        """The other end's network address without its port (``"192.0.2.7"``), which
+        admission limits count per peer (``peer_session_rate``); ``None`` when there is
+        no such thing, and then no per-peer limit applies."""
+        return None
+
     async def __aenter__(self) -> Channel:
         return self
 

@@ -66,8 +66,8 @@ from ._protocol import (
     StateFrame,
     WelcomeFrame,
     decode_server_frame,
-    encode_data,
     encode_frame,
+    encode_message_data,
 )
 from ._transport import Transport, pick_transport
 from ._util import collapse_single_exception_group
@@ -200,7 +200,7 @@ class Client:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check()
-        body = encode_data(data)
+        body = encode_message_data(data)
         while len(self._pending) >= self._max_pending:
             if self._connected and not self._ack_asked:
                 # Ask the server for its ack now rather than after its ack delay.

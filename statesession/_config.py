@@ -214,6 +214,45 @@ class SessionConfig:
         default=1000,
         validator=_positive_int,
     )
+    inbox_bytes: int = attrs.field(
+        metadata={
+            "help": (
+                "Most bytes of client messages queued for the application, each counted as "
+                "its size as received plus 56 bytes per JSON value it may hold (about what "
+                "decoding it costs); one message is always taken. Past this, as past "
+                "inbox_messages, a connection is not read until the application catches up."
+            )
+        },
+        default=MiB,
+        validator=_positive_int,
+    )
+    max_stored_sessions: int = attrs.field(
+        metadata={
+            "help": (
+                "Most sessions the store keeps (passivated). At the quota a session is not "
+                "saved: its window's expiry ends it, and an idle or admin passivation does "
+                "not happen."
+            )
+        },
+        default=100_000,
+        validator=_positive_int,
+    )
+    peer_session_rate: float = attrs.field(
+        metadata={
+            "help": (
+                "New anonymous sessions (no authenticate hook) one peer address may create "
+                "per second, on average; past peer_session_burst it is refused "
+                "session_limit."
+            )
+        },
+        default=5.0,
+        validator=_positive,
+    )
+    peer_session_burst: int = attrs.field(
+        metadata={"help": "New anonymous sessions one peer address may create at once."},
+        default=20,
+        validator=_positive_int,
+    )
 
     window_expiry: WindowExpiry = attrs.field(
         metadata={

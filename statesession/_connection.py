@@ -42,6 +42,7 @@ from ._protocol import (
     PingFrame,
     WelcomeFrame,
     decode_client_frame,
+    decoded_cost,
     encode_frame,
     error_text,
 )
@@ -58,6 +59,11 @@ log = logging.getLogger("statesession")
 BATCH_BYTES = 65536
 #: Seconds a connection's writer waits with nothing to send before it ends (see wake).
 WRITER_IDLE = 1.0
+#: Bad frames a peer may send at once, and then per second, before it is cut off.
+BAD_FRAME_BURST = 16
+BAD_FRAMES_PER_SECOND = 1.0
+#: The reader yields to other tasks after this many frames.
+_YIELD_EVERY = 16
 
 
 class Connection:
@@ -66,6 +72,8 @@ class Connection:
     __slots__ = (
         "_aborted",
         "_ack_every",
+        "_bad_at",
+        "_bad_tokens",
         "_bye",
         "_control",
         "_final",
@@ -75,6 +83,7 @@ class Connection:
         "_idle_timer",
         "_open",
         "_parked_writer",
+        "_pong_queued",
         "_reack",
         "_retiring",
         "_scope",
@@ -119,6 +128,11 @@ class Connection:
         self._flush = False
         #: When the connection was told to end (its goodbye is bounded from then on).
         self._goodbye_since: float | None = None
+        #: A pong is queued and not sent: another ping needs no other.
+        self._pong_queued = False
+        #: The peer's budget of bad frames (refilled over time; see fail()).
+        self._bad_tokens = float(BAD_FRAME_BURST)
+        self._bad_at = trio.current_time()
         #: The protocol error code the connection ends with, if it ends with one.
         self.close_error: str | None = None
         self._bye = False
@@ -195,8 +209,32 @@ class Connection:
             self.wake()
 
     def fail(self, error: ProtocolError) -> None:
-        """Tell the peer about ``error``; end the connection if it is fatal."""
-        log.info("session %s: %s sent a bad frame: %s", self.session.id, self.peer, error)
+        """Tell the peer about ``error``; end the connection if it is fatal, or if the
+        peer has sent more bad frames than its budget allows (a flood: each would cost
+        an ``error`` frame and a log line)."""
+        now = trio.current_time()
+        if not error.fatal:
+            tokens = min(
+                BAD_FRAME_BURST, self._bad_tokens + (now - self._bad_at) * BAD_FRAMES_PER_SECOND
+            )
+            self._bad_at = now
+            if tokens < 1:
+                error = ProtocolError(
+                    "bad_frame",
+                    f"more than {BAD_FRAME_BURST} bad frames (at over "
+                    f"{BAD_FRAMES_PER_SECOND:g} a second); the last: {error.message}",
+                    fatal=True,
+                )
+            self._bad_tokens = tokens - 1
+        left_out = self.session._manager._bad_frame_log.allow(now)
+        if left_out is not None:
+            log.info(
+                "session %s: %s sent a bad frame: %s%s",
+                self.session.id,
+                self.peer,
+                error,
+                f" ({left_out} more bad frames were left out of the log)" if left_out else "",
+            )
         if error.fatal:
             self.finish(error_text(error), flush=False, error=error.code)
         else:
@@ -282,8 +320,16 @@ class Connection:
                     scope.cancel()
                 self._open = True
                 self.wake()
+                burst = 0
                 try:
                     while True:
+                        # A stream transport hands out what one read returned without a
+                        # checkpoint: yield now and then, so that one connection working
+                        # through thousands of frames does not starve the others.
+                        burst += 1
+                        if burst == _YIELD_EVERY:
+                            burst = 0
+                            await trio.lowlevel.checkpoint()
                         try:
                             text = await channel.receive()
                         except FrameTooLargeError as exc:
@@ -297,7 +343,7 @@ class Connection:
                             kind = type(frame)
                             if kind is MsgFrame:
                                 assert isinstance(frame, MsgFrame)
-                                await self._on_msg(frame)
+                                await self._on_msg(frame, decoded_cost(text))
                             elif kind is AckFrame:
                                 assert isinstance(frame, AckFrame)
                                 session._acknowledged(self, frame.seq)
@@ -307,7 +353,9 @@ class Connection:
                                 # ack_delay.
                                 if self.cursor is not None:
                                     self.cursor.ack_due = -math.inf
-                                self.queue(PONG_TEXT)
+                                if not self._pong_queued:  # one pong answers every ping
+                                    self._pong_queued = True
+                                    self.queue(PONG_TEXT)
                             elif kind is ByeFrame:
                                 assert isinstance(frame, ByeFrame)
                                 self._bye = True
@@ -347,14 +395,14 @@ class Connection:
                 trio.current_time() - since,
             )
 
-    async def _on_msg(self, frame: MsgFrame) -> None:
+    async def _on_msg(self, frame: MsgFrame, size: int) -> None:
         session = self.session
         if session.closing or self._bye:
             raise ProtocolError(
                 "terminated",
                 f"session is terminating ({session.reason}); msg {frame.seq} was not processed",
             )
-        if not await session._deliver(self, frame.seq, frame.data):
+        if not await session._deliver(self, frame.seq, frame.data, size):
             # A duplicate (a resend after reconnecting): acknowledge it again, at once.
             self._reack = True
             self.wake()
@@ -469,6 +517,8 @@ class Connection:
             text = control.popleft()
             if not control:
                 self._control = None
+            if text is PONG_TEXT:
+                self._pong_queued = False
             return text, False
         final = self._final
         if final is not None and not self._flush:

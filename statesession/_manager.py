@@ -54,7 +54,7 @@ from ._session import Session
 from ._snapshot import LogEntry, SessionRecord
 from ._store import SessionStore
 from ._timers import Timers
-from ._util import collapse_single_exception_group, new_id
+from ._util import LogLimit, collapse_single_exception_group, new_id, plural
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
 
@@ -62,6 +62,10 @@ __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
 _REASONED = frozenset({"passivated", "terminated", "error"})
 
 log = logging.getLogger("statesession")
+
+#: Most peer addresses whose new-session rate is remembered (the least recently seen is
+#: forgotten first: it starts again with a full burst).
+MAX_PEERS = 10_000
 
 #: Most seconds a connection refused before its welcome is given for its error frame and
 #: its close (or send_timeout, if shorter).
@@ -133,6 +137,13 @@ class SessionManager:
         self._serving = 0
         self._idle = trio.Event()
         self._idle.set()
+        #: Sessions being saved (they count against max_stored_sessions already).
+        self._saving = 0
+        #: Per peer address: new anonymous sessions it may still create, and when.
+        self._peer_budgets: dict[str, tuple[float, float]] = {}
+        #: Log lines about bad frames, and about a full store, are rate-limited.
+        self._bad_frame_log = LogLimit(rate=1.0, burst=10)
+        self._store_full_log = LogLimit(rate=0.1, burst=3)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -165,8 +176,13 @@ class SessionManager:
         session = self._sessions.get(session_id)
         if session is None:
             return False
-        session._post_event(
-            "passivate", store=self._store is not None, busy=session._busy, reason=reason
+        session._post(
+            lambda: session._step(
+                "passivate",
+                store=self._store_has_room(session.id),
+                busy=session._busy,
+                reason=reason,
+            )
         )
         return True
 
@@ -296,6 +312,8 @@ class SessionManager:
     ) -> Connection:
         if self._closing:  # checked again: authenticating may have taken a while
             raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
+        if self._authenticate is None:
+            self._admit_peer(channel.peer_address)
         self._admit(principal)
         token = secrets.token_urlsafe(24)
         session = Session(
@@ -446,6 +464,51 @@ class SessionManager:
             fatal=True,
         )
 
+    def _admit_peer(self, address: str | None) -> None:
+        """Refuse an anonymous new session from a peer address over its rate (a token
+        bucket: ``peer_session_burst`` at once, ``peer_session_rate`` a second)."""
+        if address is None:
+            return
+        config = self.config
+        rate, burst = config.peer_session_rate, config.peer_session_burst
+        now = trio.current_time()
+        budgets = self._peer_budgets
+        tokens, at = budgets.pop(address, (float(burst), now))
+        tokens = min(float(burst), tokens + max(0.0, now - at) * rate)
+        if tokens < 1:
+            budgets[address] = (tokens, now)
+            raise ProtocolError(
+                "session_limit",
+                f"{address} creates new sessions faster than this server takes them "
+                f"({burst} at once, then {rate:g} a second: peer_session_burst, "
+                f"peer_session_rate); try again in {(1 - tokens) / rate:.1f} s",
+                fatal=True,
+            )
+        budgets[address] = (tokens - 1, now)  # (re-inserted: the most recent is last)
+        if len(budgets) > MAX_PEERS:
+            del budgets[next(iter(budgets))]
+
+    def _store_has_room(self, session_id: str) -> bool:
+        """Whether a session may be saved: there is a store, and it holds fewer than
+        ``max_stored_sessions`` (a store that cannot count has no quota)."""
+        store = self._store
+        if store is None:
+            return False
+        try:
+            held = store.statistics().snapshots + self._saving
+        except NotImplementedError:
+            return True
+        quota = self.config.max_stored_sessions
+        if held < quota:
+            return True
+        if self._store_full_log.allow(trio.current_time()) is not None:
+            log.warning(
+                "the store holds %s (max_stored_sessions): session %s is not saved",
+                plural(quota, "session"),
+                session_id,
+            )
+        return False
+
     def _admit(self, principal: str | None, *, returning: bool = False) -> None:
         """Refuse a new or ``returning`` (passivated) session over the admission limits.
         A returning session refused for a full server is told ``unavailable``: it lives
@@ -454,8 +517,8 @@ class SessionManager:
         if len(self._sessions) - self._in_error >= config.max_sessions:
             raise ProtocolError(
                 "unavailable" if returning else "session_limit",
-                f"server holds its limit of {config.max_sessions} sessions (max_sessions); "
-                "try again later",
+                f"server holds its limit of {plural(config.max_sessions, 'session')} "
+                "(max_sessions); try again later",
                 fatal=True,
             )
         if principal is not None and (
@@ -463,8 +526,9 @@ class SessionManager:
         ):
             raise ProtocolError(
                 "session_limit",
-                f"{principal!r} holds its limit of {config.max_sessions_per_principal} "
-                "sessions (max_sessions_per_principal); close one first",
+                f"{principal!r} holds its limit of "
+                f"{plural(config.max_sessions_per_principal, 'session')} "
+                "(max_sessions_per_principal); close one first",
                 fatal=True,
             )
 

@@ -74,6 +74,14 @@ MAX_ID_LENGTH: Final = 128
 MAX_TEXT_LENGTH: Final = 1024
 #: Largest sequence number: seqs are 63-bit so that every peer can hold them.
 MAX_SEQ: Final = 2**63 - 1
+#: Deepest a frame may nest arrays and objects (the frame itself is one level).
+MAX_DEPTH: Final = 64
+#: Most JSON values one frame may hold (every array element, object key and object
+#: value counts): decoded, a value costs 30 to 70 bytes however few bytes it took on the
+#: wire, so 1 MiB of ``[[],[],...]`` would be 21 MiB of objects.
+MAX_VALUES: Final = 65_536
+#: What decoding costs per JSON value, beyond the text, for :func:`decoded_cost`.
+VALUE_COST: Final = 56
 
 
 # -- frames ---------------------------------------------------------------------------
@@ -201,6 +209,78 @@ def encode_data(data: Any) -> str:
         raise TypeError(f"message data must be JSON-serializable: {exc}") from None
 
 
+#: What a ``msg`` frame's envelope adds around its data: one level, and six values.
+_ENVELOPE_LEVELS, _ENVELOPE_VALUES = 1, 6
+
+
+def check_shape(text: str, value: Any, *, data: bool = False) -> None:
+    """Raise ``ValueError`` if ``value`` (decoded from, or encoded as, ``text``) nests
+    deeper than :data:`MAX_DEPTH` or holds more than :data:`MAX_VALUES` values -- as a
+    whole frame, or (``data``) as the data of a ``msg`` frame, inside its envelope.
+
+    Counting the separators in ``text`` (C speed) bounds both from above; only a frame
+    over one of those bounds is walked to count exactly, so separators inside strings
+    never refuse a frame."""
+    levels, values = (_ENVELOPE_LEVELS, _ENVELOPE_VALUES) if data else (0, 0)
+    length = len(text)
+    if length + 2 * levels <= 2 * MAX_DEPTH:
+        return  # too short to nest that deep or hold that many
+    opens = text.count("[") + text.count("{")
+    if opens + levels <= MAX_DEPTH and (
+        length <= MAX_VALUES
+        or 1 + values + opens + text.count(",") + text.count(":") <= MAX_VALUES
+    ):
+        return
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 1 + levels)]
+    while stack:
+        item, level = stack.pop()
+        values += 1
+        kind = type(item)
+        if kind is list or kind is dict:
+            if level > depth:
+                depth = level
+                if depth > MAX_DEPTH:
+                    raise ValueError(
+                        f"frame nests JSON arrays or objects too deeply (over {MAX_DEPTH} "
+                        f"levels); the limit is {MAX_DEPTH}"
+                    )
+            children = item if kind is list else item.values()
+            if kind is dict:
+                values += len(item)  # its keys
+            stack.extend((child, level + 1) for child in children)
+        if values > MAX_VALUES:
+            raise ValueError(
+                f"frame holds more than {MAX_VALUES} JSON values; the limit is {MAX_VALUES} "
+                "(send fewer, larger values: a list of numbers as one string, say)"
+            )
+
+
+def decoded_cost(text: str | bytes) -> int:
+    """About what the decoded frame ``text`` costs in memory, in bytes, erring high: its
+    length plus :data:`VALUE_COST` per separator (each value but the first follows a
+    ``[``, ``{``, ``,`` or ``:``). What a session's inbox counts, so that it is bounded
+    in memory, not just in bytes received."""
+    if isinstance(text, str):
+        separators = text.count(",") + text.count(":") + text.count("[") + text.count("{")
+    else:
+        data = bytes(text)
+        separators = data.count(b",") + data.count(b":") + data.count(b"[") + data.count(b"{")
+    return len(text) + VALUE_COST * separators
+
+
+def encode_message_data(data: Any) -> str:
+    """Encode the data of a ``msg`` frame, or raise ``TypeError`` (not JSON) or
+    :class:`MessageTooLargeError` (over :data:`MAX_DEPTH` or :data:`MAX_VALUES`: the peer
+    would refuse it)."""
+    body = encode_data(data)
+    try:
+        check_shape(body, data, data=True)
+    except ValueError as exc:
+        raise MessageTooLargeError(f"message data is refused by every peer: {exc}") from None
+    return body
+
+
 def encode_msg(seq: int, data: Any, *, max_frame: int) -> str:
     """Encode a ``msg`` frame once, checking it against ``max_frame``."""
     text = f'{{"type":"msg","seq":{seq},"data":{encode_data(data)}}}'
@@ -289,7 +369,13 @@ def _parse(text: str | bytes, max_frame: int) -> tuple[str, dict[str, Any]]:
     except ValueError as exc:
         raise _bad(f"frame is not valid JSON: {exc}") from None
     except RecursionError:
-        raise _bad("frame nests JSON arrays or objects too deeply") from None
+        raise _bad(
+            f"frame nests JSON arrays or objects too deeply; the limit is {MAX_DEPTH}"
+        ) from None
+    try:
+        check_shape(text, obj)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
     if type(obj) is not dict:
         raise _bad(f"frame must be a JSON object, got {_json_type(obj)}")
     kind = obj.get("type")

@@ -46,6 +46,7 @@ from ._protocol import (
     StateFrame,
     encode_data,
     encode_frame,
+    encode_message_data,
     error_text,
 )
 from ._report import CleanupReport
@@ -76,6 +77,9 @@ class Message:
     seq: int
     #: The JSON value it carried.
     data: Any
+    #: What it counts for in the session's inbox (``inbox_bytes``): its size as received
+    #: plus what decoding it costs, about.
+    size: int = attrs.field(default=0, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -170,6 +174,8 @@ class Session:
     #: The cleanup under way (terminating or passivating) until it is reported.
     _cleanup: Cascade | None = attrs.field(default=None, init=False)
     _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
+    #: What the messages in the inbox count for (see ``Message.size``).
+    _incoming_bytes: int = attrs.field(default=0, init=False)
     #: The task waiting in ``receive`` (most apps have one), and a lot for any others,
     #: made when needed: an idle session waits without a parking lot (250 bytes).
     _receiver: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
@@ -198,6 +204,8 @@ class Session:
     #: The store still holds this session's snapshot: it was brought back from it and has
     #: not been active since (the snapshot is dropped only then).
     _stored: bool = attrs.field(default=False, init=False)
+    #: Its save is under way: the manager counts it against the store's quota.
+    _saving: bool = attrs.field(default=False, init=False)
     #: terminate() calls whose job has not run yet (wait_terminated waits for them).
     _terminating: int = attrs.field(default=0, init=False)
 
@@ -239,7 +247,7 @@ class Session:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
-        body = encode_data(data)
+        body = encode_message_data(data)
         buffer = self._delivery.buffer
         size = self._frame_size(body, buffer.last_seq + 1)
         while not buffer.drop_oldest and not buffer.has_room(size):
@@ -285,6 +293,7 @@ class Session:
                     self._incoming_lot = trio.lowlevel.ParkingLot()
                 await self._incoming_lot.park()
         message = self._incoming.popleft()
+        self._incoming_bytes -= message.size
         cursor = self._delivery.clients.get(message.client)
         if cursor is not None and message.seq > cursor.processed:
             cursor.processed = message.seq  # acknowledged to the client from now on
@@ -413,7 +422,7 @@ class Session:
             return  # on its way out already
         if self._step(
             "passivate",
-            store=self._manager._store is not None,
+            store=self._manager._store_has_room(self.id),
             shutdown=True,
             restored=self._stored,
             reason="server_shutdown",
@@ -722,6 +731,7 @@ class Session:
 
     def begin_passivated(self, reason: str) -> None:
         self.reason = reason
+        self._count_saving(True)  # against max_stored_sessions until the store has it
         self._stop_operations()
         self._start_state_work(partial(self._passivate, reason), "passivate")
 
@@ -758,7 +768,13 @@ class Session:
         self._settled = True
         self._wake_changed()
 
+    def _count_saving(self, saving: bool) -> None:
+        if saving != self._saving:
+            self._saving = saving
+            self._manager._saving += 1 if saving else -1
+
     def end_state(self, state: str) -> None:
+        self._count_saving(False)
         self._disarm()
         if self._state_scope is not None:
             self._state_scope.cancel()
@@ -909,7 +925,7 @@ class Session:
     def _kept_at_expiry(self) -> bool:
         """Whether an expired window saves this session (rather than ending it)."""
         manager = self._manager
-        return manager._store is not None and manager.config.window_expiry == "passivate"
+        return manager.config.window_expiry == "passivate" and manager._store_has_room(self.id)
 
     def _idle_after(self) -> float:
         manager = self._manager
@@ -927,7 +943,14 @@ class Session:
         # never re-arms at a time that has already come (``a + b - a`` is not always ``b``).
         idle_at = self._last_activity + idle_after
         if not self._busy and now >= idle_at:
-            self._post_event("passivate", store=True, busy=self._busy, reason="idle")
+            self._post(
+                lambda: self._step(
+                    "passivate",
+                    store=self._manager._store_has_room(self.id),
+                    busy=self._busy,
+                    reason="idle",
+                )
+            )
         elif idle_at > now:
             wake = min(wake, idle_at)
         for connection in list(self._connections):
@@ -993,7 +1016,10 @@ class Session:
         try:
             if store is None:
                 raise RuntimeError("no session store to passivate to")
-            await store.save(self._snapshot(reason))
+            try:
+                await store.save(self._snapshot(reason))
+            finally:
+                self._count_saving(False)  # the store counts it now (or never will)
         except Exception as exc:
             log.error("session %s: cannot be saved: %s", self.id, describe(exc), exc_info=exc)
             self._failure = exc
@@ -1175,20 +1201,25 @@ class Session:
         log.info("session %s: %s detached", self.id, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
-    async def _deliver(self, connection: Connection, seq: int, data: Any) -> bool:
+    async def _deliver(self, connection: Connection, seq: int, data: Any, size: int) -> bool:
         """Queue a client message for the app, exactly once; return whether it was new.
 
         A client keeps at most its window of messages unacknowledged, and they are
         acknowledged only as the app takes them, so a conforming client never fills the
-        inbox. One that does (more than ``inbox_messages`` queued) is made to wait: its
-        connection stops being read until the app catches up.
+        inbox. One that does (more than ``inbox_messages`` queued, or more than
+        ``inbox_bytes``: ``size`` is what this one counts for) is made to wait: its
+        connection stops being read until the app catches up. An empty inbox always
+        takes one message, however large.
         """
         cursor = connection.cursor
         assert cursor is not None
         if seq <= cursor.received:
             return False
-        limit = self._manager.config.inbox_messages
-        while len(self._incoming) >= limit and not self._closing:
+        config = self._manager.config
+        limit, room = config.inbox_messages, config.inbox_bytes
+        while (
+            len(self._incoming) >= limit or (self._incoming and self._incoming_bytes + size > room)
+        ) and not self._closing:
             self._inbox_waiters += 1
             try:
                 await self._wait_changed()
@@ -1203,7 +1234,8 @@ class Session:
             return False
         self._received += 1
         self._last_activity = trio.current_time()
-        self._incoming.append(Message(client=connection.client, seq=seq, data=data))
+        self._incoming.append(Message(client=connection.client, seq=seq, data=data, size=size))
+        self._incoming_bytes += size
         self._wake_receivers(everyone=False)
         store = self._manager._store
         if store is not None and store.log_messages:

@@ -40,7 +40,7 @@ async def test_manager_limits_sessions_per_principal(
         ann_again = await served.peer()
         error = await ann_again.hello(auth={"user": "ann"})
         assert error["code"] == "session_limit"
-        assert "'ann' holds its limit of 1 sessions" in error["message"]
+        assert "'ann' holds its limit of 1 session" in error["message"]
         bob = await served.peer()
         assert (await bob.hello(auth={"user": "bob"}))["type"] == "welcome"
 

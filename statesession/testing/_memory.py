@@ -31,17 +31,23 @@ class MemoryChannel(Channel):
         link: _Link,
         name: str,
         max_frame: int | None,
+        peer_address: str | None = None,
     ) -> None:
         self._send = send_channel
         self._receive = receive_channel
         self._link = link
         self._name = name
         self._max_frame = max_frame
+        self._peer_address = peer_address
         self._closed = False
 
     @property
     def peer(self) -> str:
         return f"memory:{self._name}"
+
+    @property
+    def peer_address(self) -> str | None:
+        return self._peer_address
 
     def _check(self) -> None:
         if self._closed:
@@ -97,13 +103,14 @@ class MemoryChannel(Channel):
 
 
 def memory_channel_pair(
-    *, buffer: int | float = 16, max_frame: int | None = None
+    *, buffer: int | float = 16, max_frame: int | None = None, peer_address: str | None = None
 ) -> tuple[MemoryChannel, MemoryChannel]:
     """Two connected channels, ``(server_side, client_side)``.
 
     ``buffer`` is how many frames each direction holds before ``send`` waits (``math.inf``
     for unbounded); ``max_frame`` makes ``receive`` raise FrameTooLargeError for frames
-    over that many bytes, as a transport with a size limit does.
+    over that many bytes, as a transport with a size limit does; ``peer_address`` is
+    what the server side says its peer's address is (for per-peer limits).
     """
     if buffer != math.inf and (not isinstance(buffer, int) or buffer < 0):
         raise ValueError(f"buffer must be a non-negative int or math.inf, got {buffer!r}")
@@ -111,7 +118,12 @@ def memory_channel_pair(
     to_server_send, to_server_receive = trio.open_memory_channel[str](buffer)
     link = _Link()
     server = MemoryChannel(
-        to_client_send, to_server_receive, link=link, name="server", max_frame=max_frame
+        to_client_send,
+        to_server_receive,
+        link=link,
+        name="server",
+        max_frame=max_frame,
+        peer_address=peer_address,
     )
     client = MemoryChannel(
         to_server_send, to_client_receive, link=link, name="client", max_frame=max_frame
