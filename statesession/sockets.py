@@ -13,7 +13,15 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-__all__ = ["Stream", "listen_tcp", "peer_name", "reset", "serve_tcp", "url_host"]
+__all__ = [
+    "Stream",
+    "listen_tcp",
+    "peer_address",
+    "peer_name",
+    "reset",
+    "serve_tcp",
+    "url_host",
+]
 
 #: A TCP stream, or TLS over one.
 Stream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
@@ -39,6 +47,19 @@ def peer_name(stream: Stream, scheme: str) -> str:
     if isinstance(name, tuple) and len(name) >= 2:
         return f"{scheme}:{name[0]}:{name[1]}"
     return f"{scheme}:{name or '?'}"  # a Unix socket
+
+
+def peer_address(stream: Stream) -> str | None:
+    """The peer's IP address (no port): what a channel's ``peer_address`` says, so that
+    per-peer admission limits count one client machine once whatever its ports; ``None``
+    once the socket is gone, or for a Unix socket."""
+    try:
+        name = _socket_stream(stream).socket.getpeername()
+    except OSError:
+        return None
+    if isinstance(name, tuple) and name:
+        return str(name[0])
+    return None
 
 
 async def reset(stream: Stream) -> None:

@@ -215,7 +215,9 @@ async def test_e2e_a_thousand_connections_at_once_leak_nothing(transport: str) -
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     # The crowd answers no pings: keep heartbeats out of it (opening 1,000 connections
     # on a busy machine can take longer than QUICK's heartbeat timeout).
-    config = attrs.evolve(QUICK, heartbeat_interval=30.0, heartbeat_timeout=60.0)
+    config = attrs.evolve(
+        QUICK, heartbeat_interval=30.0, heartbeat_timeout=60.0, peer_session_burst=2000
+    )
     async with net_server(transport, echo, config=config) as server:
         loaded = statesession.load_transport(transport)
         await trio.testing.wait_all_tasks_blocked(0.05)
@@ -541,3 +543,20 @@ async def test_e2e_ipv6_urls_round_trip(transport: str) -> None:
             await client.send("v6")
             assert await client.receive() == "v6"
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_e2e_anonymous_sessions_are_counted_per_peer_address(transport: str) -> None:
+    """Every transport names its peer's address, so the per-peer limit on new anonymous
+    sessions holds over real sockets (each connection comes from a new port)."""
+    config = attrs.evolve(QUICK, peer_session_burst=3, peer_session_rate=0.01)
+    async with net_server(transport, echo, config=config) as server:
+        for _ in range(3):
+            async with statesession.open_client(server.url, transport=transport):
+                pass
+        with pytest.raises(RemoteError) as refused:
+            async with statesession.open_client(server.url, transport=transport):
+                pass
+        assert refused.value.code == "session_limit"
+        assert "127.0.0.1" in refused.value.message
+        assert all(channel.peer_address == "127.0.0.1" for channel in server.channels)

@@ -14,6 +14,7 @@ from statesession import Channel, SessionConfig, Transport, load_transport
 from statesession.testing import (
     CONFORMANCE_CHECKS,
     FaultyChannel,
+    OpenPair,
     _conformance,
     check_channel_pair,
     check_transport,
@@ -53,10 +54,8 @@ async def test_transport_conformance_catches_a_lossy_channel(
         await check_channel_pair(lossy, max_frame=MAX_FRAME)
 
 
-async def test_transport_conformance_of_the_documented_example_transport(
-    tmp_path: Path,
-) -> None:
-    """The Unix-socket transport written in docs/writing-a-transport.md passes the suite."""
+def _unix_pair_opener(tmp_path: Path) -> OpenPair:
+    """Channel pairs over the Unix-socket transport of docs/examples/unix_transport.py."""
     spec = importlib.util.spec_from_file_location(
         "unix_transport", Path(__file__).parent.parent / "docs/examples/unix_transport.py"
     )
@@ -88,13 +87,25 @@ async def test_transport_conformance_of_the_documented_example_transport(
             )
             client = await transport.connect(url, nursery=nursery, max_frame=MAX_FRAME)
             server = await taken.receive()
-            yield server, client
-            done.set()
-            await client.aclose()
-            await server.aclose()
-            nursery.cancel_scope.cancel()
+            try:
+                yield server, client
+            finally:
+                done.set()
+                with trio.move_on_after(20):
+                    await client.aclose()
+                    await server.aclose()
+                nursery.cancel_scope.cancel()
 
-    await check_channel_pair(open_pair, max_frame=MAX_FRAME)
+    return open_pair
+
+
+@pytest.mark.parametrize("check", sorted(CONFORMANCE_CHECKS))
+async def test_transport_conformance_of_the_documented_example_transport(
+    tmp_path: Path, check: str
+) -> None:
+    """The Unix-socket transport written in docs/writing-a-transport.md passes each check
+    of the suite."""
+    await CONFORMANCE_CHECKS[check](_unix_pair_opener(tmp_path), MAX_FRAME)
 
 
 @pytest.mark.parametrize("transport", ["websocket", "websockets", "tcp"])

@@ -3,6 +3,8 @@ around. If one of these changes, the transport's design must be looked at again.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import pytest
 import trio
 import trio_websocket
@@ -10,7 +12,7 @@ import trio_websocket
 import statesession
 from statesession import SessionConfig
 
-from .transports import net_server
+from .transports import TEXT, RawWebSocket, net_server
 
 
 async def test_pitfall_a_handler_exception_ends_a_trio_websocket_server() -> None:
@@ -158,4 +160,43 @@ async def test_pitfall_a_failed_tls_handshake_leaves_trio_websocket_waiting() ->
                 raise AssertionError(f"the pitfall is gone: it raised {exc!r}") from exc
         assert waited.cancelled_caught
         await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
+
+
+async def test_pitfall_text_that_is_not_utf8_is_dropped_without_a_close_frame() -> None:
+    """Pins the pitfall: when wsproto refuses what a client sent (here text that is not
+    UTF-8), trio-websocket drops the TCP connection without the close frame RFC 6455 asks
+    for (1007) -- which is why the transport builds its own connection class, which sends
+    it."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        connection = await request.accept()
+        with suppress(trio_websocket.ConnectionClosed):
+            await connection.get_message()
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+        async with await RawWebSocket.connect(f"ws://127.0.0.1:{server.port}/") as raw:
+            await raw.send_frame(TEXT, b'{"type":"\xff"}')
+            assert await raw.close_code() is None  # the stream ended, with no close frame
+        nursery.cancel_scope.cancel()
+
+
+async def test_pitfall_a_server_hanging_up_during_the_upgrade_leaves_the_client_waiting() -> None:
+    """Pins the pitfall: a server that reads the upgrade request and closes the connection
+    without answering leaves wrap_client_stream waiting for ever -- which is why the
+    transport opens its client connections itself and fails them instead."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, hang_up, listeners)
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            with trio.move_on_after(1) as waited:
+                await trio_websocket.wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", "/")
+            assert waited.cancelled_caught
         nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ parametrize a test).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
 
@@ -36,6 +37,8 @@ Check = Callable[[OpenPair, int], Awaitable[None]]
 STEP = 10.0
 #: Seconds ``aclose`` may take when the peer has stopped reading.
 CLOSE_BOUND = 15.0
+#: Seconds ``aclose`` may overrun its caller's deadline (closing a socket, on a busy machine).
+CLOSE_MARGIN = 1.0
 
 
 def _check(check: Check) -> Check:
@@ -84,6 +87,17 @@ async def _raises(
             ) from exc
         raise AssertionError(f"{what} returned; expected {names}")
     raise AssertionError(f"{what} did not raise {names} within {STEP:g} s")
+
+
+async def _receive_until_broken(channel: Channel) -> None:
+    for _ in range(1000):
+        await channel.receive()
+
+
+async def _send_until_broken(channel: Channel) -> None:
+    for _ in range(1000):
+        await channel.send("{}")
+        await trio.sleep(0.01)
 
 
 @_check
@@ -140,13 +154,9 @@ async def _check_close(first: Channel, second: Channel) -> None:
     await _raises(ChannelClosedError, first.receive, "receive after aclose")
     _expect(await _receive(second) == '{"last":"words"}', "a frame sent before aclose was lost")
     await _raises(ChannelBrokenError, second.receive, "receive after the peer closed")
-
-    async def send_until_broken() -> None:
-        for _ in range(1000):
-            await second.send("{}")
-            await trio.sleep(0.01)
-
-    await _raises(ChannelBrokenError, send_until_broken, "sending after the peer closed")
+    await _raises(
+        ChannelBrokenError, lambda: _send_until_broken(second), "sending after the peer closed"
+    )
     with trio.move_on_after(CLOSE_BOUND) as closing:
         try:
             await second.aclose()
@@ -274,6 +284,50 @@ async def check_peer_stops_reading(open_pair: OpenPair, max_frame: int) -> None:
         del b
 
 
+async def _close_against_deadline(open_pair: OpenPair, allowed: float) -> None:
+    """Close each side in turn, its peer idle, with ``allowed`` seconds left (none: a
+    deadline already passed)."""
+    for side in (0, 1):
+        async with open_pair() as pair:
+            closing, peer = pair[side], pair[1 - side]
+            who = ("the first", "the second")[side]
+            start = trio.current_time()
+            with trio.CancelScope(deadline=start + allowed if allowed else -math.inf):
+                try:
+                    await closing.aclose()
+                except Exception as exc:
+                    raise AssertionError(
+                        f"aclose of {who} side with {allowed:g} s left raised "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+            took = trio.current_time() - start
+            _expect(
+                took < allowed + CLOSE_MARGIN,
+                f"aclose of {who} side with {allowed:g} s left took {took:.2f} s",
+            )
+            await _raises(ChannelClosedError, closing.receive, "receive after aclose")
+            what = f"after its peer's aclose with {allowed:g} s left"
+            receive = functools.partial(_receive_until_broken, peer)
+            await _raises(ChannelBrokenError, receive, f"receive {what}")
+            send = functools.partial(_send_until_broken, peer)
+            await _raises(ChannelBrokenError, send, f"send {what}")
+
+
+@_check
+async def check_aclose_out_of_time(open_pair: OpenPair, max_frame: int) -> None:
+    """``aclose`` under a cancel scope whose deadline has already passed (the core giving
+    up on a connection) closes the connection at once, on either side: the peer sees it
+    closed, on receive and on send (the socket is gone, not only half closed)."""
+    await _close_against_deadline(open_pair, 0.0)
+
+
+@_check
+async def check_aclose_keeps_deadline(open_pair: OpenPair, max_frame: int) -> None:
+    """``aclose`` with a little time left, its peer idle (not answering a close handshake),
+    returns by the caller's deadline, and the peer then sees the connection closed."""
+    await _close_against_deadline(open_pair, 0.5)
+
+
 @_check
 async def check_peer_reset(open_pair: OpenPair, max_frame: int) -> None:
     """If the channels offer ``abort()`` (reset the connection, as a crash would), a reset
@@ -285,20 +339,12 @@ async def check_peer_reset(open_pair: OpenPair, max_frame: int) -> None:
             return
         await b.send('{"before":"reset"}')
         await abort()
-
-        async def receive_until_broken() -> None:
-            for _ in range(1000):
-                await b.receive()
-
-        async def send_until_broken() -> None:
-            for _ in range(1000):
-                await b.send("{}")
-                await trio.sleep(0.01)
-
-        await _raises(ChannelBrokenError, receive_until_broken, "receive after a peer reset")
+        await _raises(
+            ChannelBrokenError, lambda: _receive_until_broken(b), "receive after a peer reset"
+        )
         await _raises(
             (ChannelBrokenError, ChannelClosedError),
-            send_until_broken,
+            lambda: _send_until_broken(b),
             "send after a peer reset",
         )
         try:
@@ -321,6 +367,8 @@ CONFORMANCE_CHECKS: dict[str, Check] = {
     "concurrent_send_and_receive": check_concurrent_send_and_receive,
     "peer_stops_reading": check_peer_stops_reading,
     "peer_reset": check_peer_reset,
+    "aclose_out_of_time": check_aclose_out_of_time,
+    "aclose_keeps_deadline": check_aclose_keeps_deadline,
 }
 
 

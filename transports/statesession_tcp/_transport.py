@@ -16,7 +16,7 @@ from statesession import (
     Transport,
     TransportError,
 )
-from statesession.sockets import peer_name, reset, serve_tcp
+from statesession.sockets import peer_address, peer_name, reset, serve_tcp
 
 from ._framing import FrameDecoder, encode_frame
 
@@ -53,10 +53,15 @@ class TcpChannel(Channel):
         self._close_timeout = close_timeout
         self._closed = False
         self._peer = peer_name(stream, "tcp")
+        self._address = peer_address(stream)
 
     @property
     def peer(self) -> str:
         return self._peer
+
+    @property
+    def peer_address(self) -> str | None:
+        return self._address
 
     def _error(self, exc: BaseException) -> ChannelBrokenError | ChannelClosedError:
         if self._closed:
@@ -97,15 +102,23 @@ class TcpChannel(Channel):
         # throws away what this side sent last (a final message, the closing frame). So:
         # end our side (EOF), read and drop what the peer still sends until it closes
         # too, and only then close. A healthy peer closes within a round trip; one that
-        # does not is given _LINGER seconds (or close_timeout, if shorter).
-        with trio.move_on_after(min(self._close_timeout, _LINGER)):
-            try:
-                await self.stream.send_eof()
-                while await self.stream.receive_some(_RECEIVE_SIZE):
+        # does not is given _LINGER seconds (or close_timeout, if shorter), and never more
+        # than what is left of the caller's time: a caller already out of time gets the
+        # socket closed at once (the first step is cancelled; the close below is not).
+        try:
+            with trio.move_on_after(min(self._close_timeout, _LINGER)):
+                try:
+                    await self.stream.send_eof()
+                    while await self.stream.receive_some(_RECEIVE_SIZE):
+                        pass
+                except (
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    trio.BusyResourceError,
+                ):
                     pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
-                pass
-        await trio.aclose_forcefully(self.stream)
+        finally:
+            await trio.aclose_forcefully(self.stream)
 
     async def abort(self) -> None:
         """Reset the connection (RST), as a crashed peer or a failed network would."""

@@ -1,4 +1,5 @@
-"""What both WebSocket transports share: close codes, URLs, TLS settings and serving.
+"""What both WebSocket transports share: close codes, what they refuse, URLs, TLS settings
+and serving.
 
 Nothing here imports a WebSocket library, so either transport loads without the other's.
 """
@@ -20,8 +21,12 @@ from statesession.sockets import Stream, serve_tcp
 __all__ = [
     "CLOSE_CODES",
     "DEFAULT_PORT",
+    "INVALID_DATA",
     "MESSAGE_TOO_BIG",
+    "NOT_TEXT",
+    "PROTOCOL_ERROR",
     "RECEIVE_SIZE",
+    "UNSUPPORTED_DATA",
     "WebSocketServing",
     "address",
     "first_cause",
@@ -45,6 +50,15 @@ CLOSE_CODES: dict[str | None, int] = {
 }
 #: The close code of a frame over a limit (RFC 6455: Message Too Big).
 MESSAGE_TOO_BIG = 1009
+#: The close code of a frame that breaks the WebSocket protocol (RFC 6455: Protocol Error).
+PROTOCOL_ERROR = 1002
+#: The close code of a binary message (RFC 6455: Unsupported Data): frames are text.
+UNSUPPORTED_DATA = 1003
+#: The close code of a text message that is not UTF-8 (RFC 6455: Invalid Frame Payload
+#: Data).
+INVALID_DATA = 1007
+#: The reason sent with either: what the peer must send instead.
+NOT_TEXT = "frames are JSON in WebSocket text messages, UTF-8"
 #: Bytes asked of the socket per read.
 RECEIVE_SIZE = 65536
 
