@@ -59,6 +59,7 @@ import attrs
 import trio
 import trio.testing
 from _common import (
+    ONE_PEER_FOR_ALL,
     BenchError,
     Span,
     Stopwatch,
@@ -121,6 +122,7 @@ def session_config(sessions: int, cancel_grace: float = 1.0) -> SessionConfig:
         heartbeat_interval=3600,
         heartbeat_timeout=3600,
         cancel_grace=cancel_grace,
+        **ONE_PEER_FOR_ALL,
     )
 
 

@@ -71,7 +71,7 @@ from urllib.parse import urlsplit
 import attrs
 import psutil
 import trio
-from _common import BenchError, describe, idle_app
+from _common import ONE_PEER_FOR_ALL, BenchError, describe, idle_app
 from trio_websocket import (
     ConnectionClosed,
     WebSocketRequest,
@@ -167,7 +167,7 @@ async def serve_statesession(
     transport: str = "websocket",
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    config = statesession.SessionConfig()
+    config = statesession.SessionConfig(**ONE_PEER_FOR_ALL)
     async with (
         statesession.open_manager(idle_app, config=config) as manager,
         trio.open_nursery() as nursery,

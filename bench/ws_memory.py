@@ -71,7 +71,7 @@ from urllib.parse import urlsplit
 import _common
 import psutil  # type: ignore[import-untyped]
 import trio
-from _common import BenchError, describe, idle_app
+from _common import ONE_PEER_FOR_ALL, BenchError, describe, idle_app
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -193,7 +193,7 @@ async def serve_raw_trio_websocket(control: Control) -> None:
 async def serve_statesession(control: Control, transport: str = "websocket") -> None:
     import statesession
 
-    config = statesession.SessionConfig(max_sessions=control.capacity)
+    config = statesession.SessionConfig(max_sessions=control.capacity, **ONE_PEER_FOR_ALL)
     async with (
         statesession.open_manager(idle_app, config=config) as manager,
         trio.open_nursery() as nursery,
