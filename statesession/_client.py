@@ -66,6 +66,7 @@ from ._protocol import (
     StateFrame,
     WelcomeFrame,
     decode_server_frame,
+    decoded_cost,
     encode_frame,
     encode_message_data,
 )
@@ -77,6 +78,9 @@ __all__ = ["Backoff", "Client", "ClientStatistics", "open_client"]
 log = logging.getLogger("statesession.client")
 
 Connect = Callable[[], Awaitable[Channel]]
+
+#: What the ``msg`` envelope adds to a message's cost in the server's inbox, at most.
+_ENVELOPE_COST = 512
 
 #: Seconds a channel gets to close before it is abandoned.
 _CLOSE_TIMEOUT = 10.0
@@ -166,7 +170,13 @@ class Client:
         self._inbox_lot = trio.lowlevel.ParkingLot()
         # client -> server
         self._next_seq = 1
-        self._pending: deque[tuple[int, str]] = deque()
+        #: (seq, frame, what the server's inbox counts it for), until acknowledged.
+        self._pending: deque[tuple[int, str, int]] = deque()
+        self._pending_bytes = 0
+        #: The session's inbox bounds (from the welcome): unacknowledged messages are
+        #: kept within them, so the server never stops reading this client.
+        self._inbox_messages: int | None = None
+        self._inbox_bytes: int | None = None
         self._room_lot = trio.lowlevel.ParkingLot()
         # the current connection
         self._channel: Channel | None = None
@@ -195,13 +205,17 @@ class Client:
     async def send(self, data: Any) -> None:
         """Send ``data`` (any JSON value) to the session, exactly once.
 
-        Waits while ``max_pending`` messages are still unacknowledged. Raises
+        Waits while ``max_pending`` messages are still unacknowledged, or as many as the
+        session's inbox holds (``welcome.inbox_messages``, ``inbox_bytes``): a message is
+        acknowledged when the server's application takes it, so this client never sends
+        more than the server takes without stopping to read it. Raises
         :class:`SessionClosedError` or :class:`RemoteError` once the session is over.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check()
         body = encode_message_data(data)
-        while len(self._pending) >= self._max_pending:
+        size = decoded_cost(body) + _ENVELOPE_COST
+        while self._window_full(size):
             if self._connected and not self._ack_asked:
                 # Ask the server for its ack now rather than after its ack delay.
                 self._ack_asked = True
@@ -216,7 +230,9 @@ class Client:
                 f"message frame of {len(text)} bytes is over max_frame ({self._max_frame})"
             )
         self._next_seq = seq + 1
-        self._pending.append((seq, text))
+        cost = decoded_cost(text)
+        self._pending.append((seq, text, cost))
+        self._pending_bytes += cost
         self._writer_lot.unpark_all()
         self._wake.set()
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -420,6 +436,8 @@ class Client:
         self.state = frame.state
         self._window = frame.window
         self._heartbeat = frame.heartbeat
+        self._inbox_messages, self._inbox_bytes = frame.inbox_messages, frame.inbox_bytes
+        self._room_lot.unpark_all()  # the window may have grown
         self._drop_acknowledged(frame.ack)
         if not self._pending and self._next_seq <= frame.ack:
             # Resuming a client this process never was (given session, token and
@@ -441,11 +459,22 @@ class Client:
             return ResumeGapError(frame.code, frame.message)
         return RemoteError(frame.code, frame.message)
 
+    def _window_full(self, size: int) -> bool:
+        pending = self._pending
+        if not pending:
+            return False  # the server's inbox always takes one message
+        limit = self._max_pending
+        if self._inbox_messages is not None:
+            limit = min(limit, self._inbox_messages)
+        if len(pending) >= limit:
+            return True
+        return self._inbox_bytes is not None and self._pending_bytes + size > self._inbox_bytes
+
     def _drop_acknowledged(self, seq: int) -> None:
         pending = self._pending
         dropped = False
         while pending and pending[0][0] <= seq:
-            pending.popleft()
+            self._pending_bytes -= pending.popleft()[2]
             dropped = True
         if dropped:
             self._ack_asked = False
@@ -559,7 +588,7 @@ class Client:
             index = self._out_seq - pending[0][0]
             if index < 0:
                 index = 0
-            seq, text = pending[index]
+            seq, text, _ = pending[index]
             self._out_seq = seq + 1
             return text
         return None

@@ -180,6 +180,8 @@ class Connection:
                     ack=cursor.processed,
                     heartbeat=config.heartbeat_interval,
                     window=config.reconnect_window,
+                    inbox_messages=config.inbox_messages,
+                    inbox_bytes=config.inbox_bytes,
                 )
             )
         )
@@ -338,12 +340,18 @@ class Connection:
                         except ChannelError:
                             break
                         self.last_received = trio.current_time()
+                        size = decoded_cost(text)
+                        if session._inbox_full(size):
+                            # Past the inbox's bound the connection is not read until the
+                            # app catches up: wait before decoding, so that what waits is
+                            # the text, not the (many times larger) decoded frame.
+                            await session._inbox_room(size)
                         try:
                             frame = decode_client_frame(text, max_frame=max_frame)
                             kind = type(frame)
                             if kind is MsgFrame:
                                 assert isinstance(frame, MsgFrame)
-                                await self._on_msg(frame, decoded_cost(text))
+                                await self._on_msg(frame, size)
                             elif kind is AckFrame:
                                 assert isinstance(frame, AckFrame)
                                 session._acknowledged(self, frame.seq)

@@ -122,6 +122,11 @@ class WelcomeFrame:
     heartbeat: float
     #: Seconds the session waits for the client after a disconnect.
     window: float
+    #: What the session's inbox holds for its application, in messages and in bytes
+    #: (counted as :func:`decoded_cost` counts): a client keeps its unacknowledged
+    #: messages within both, so the server never stops reading it. (Absent: no bound.)
+    inbox_messages: int | None = None
+    inbox_bytes: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -537,6 +542,8 @@ def _welcome(obj: Mapping[str, Any]) -> WelcomeFrame:
         ack=_int(obj, "welcome", "ack", minimum=0),
         heartbeat=_number(obj, "welcome", "heartbeat"),
         window=_number(obj, "welcome", "window"),
+        inbox_messages=_opt_int(obj, "welcome", "inbox_messages", minimum=1),
+        inbox_bytes=_opt_int(obj, "welcome", "inbox_bytes", minimum=1),
     )
 
 

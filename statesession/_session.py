@@ -1201,6 +1201,28 @@ class Session:
         log.info("session %s: %s detached", self.id, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
+    def _inbox_full(self, size: int) -> bool:
+        """Whether a message counting ``size`` would overfill the inbox (an empty inbox
+        takes one message, however large)."""
+        incoming = self._incoming
+        if not incoming:
+            return False
+        config = self._manager.config
+        return (
+            len(incoming) >= config.inbox_messages
+            or self._incoming_bytes + size > config.inbox_bytes
+        )
+
+    async def _inbox_room(self, size: int) -> None:
+        """Wait until the inbox has room for a message counting ``size`` (or the session
+        is closing)."""
+        while self._inbox_full(size) and not self._closing:
+            self._inbox_waiters += 1
+            try:
+                await self._wait_changed()
+            finally:
+                self._inbox_waiters -= 1
+
     async def _deliver(self, connection: Connection, seq: int, data: Any, size: int) -> bool:
         """Queue a client message for the app, exactly once; return whether it was new.
 
@@ -1215,16 +1237,7 @@ class Session:
         assert cursor is not None
         if seq <= cursor.received:
             return False
-        config = self._manager.config
-        limit, room = config.inbox_messages, config.inbox_bytes
-        while (
-            len(self._incoming) >= limit or (self._incoming and self._incoming_bytes + size > room)
-        ) and not self._closing:
-            self._inbox_waiters += 1
-            try:
-                await self._wait_changed()
-            finally:
-                self._inbox_waiters -= 1
+        await self._inbox_room(size)
         if self._closing:
             raise ProtocolError(
                 "terminated",

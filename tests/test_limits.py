@@ -266,3 +266,38 @@ async def test_authenticated_sessions_are_not_rate_limited_per_peer(
         for n in range(5):
             peer = await served.peer(peer_address="192.0.2.7")
             assert (await peer.hello(auth=f"user{n}"))["type"] == "welcome"
+
+
+async def test_open_client_keeps_within_the_servers_inbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The welcome says how much the session's inbox holds, and open_client keeps its
+    unacknowledged messages within it: large messages to an echo app whose replies wait
+    on acks never make the server stop reading the client (which would stall both)."""
+    config = SessionConfig(inbox_bytes=256 * 1024, buffer_bytes=1024 * 1024)
+
+    async def echo(session: statesession.Session) -> None:
+        async for message in session:
+            await session.send(message.data)
+
+    payload = "x" * 50_000
+    async with serving(echo, config=config) as served:
+
+        async def connect() -> Channel:
+            return await served.open_channel()
+
+        async with statesession.open_client(connect) as client:
+            received = 0
+
+            async def read() -> None:
+                nonlocal received
+                while received < 100:
+                    assert await client.receive() == payload
+                    received += 1
+
+            with trio.fail_after(100):  # virtual time: a stall waits for ever
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read)
+                    for _ in range(100):
+                        await client.send(payload)
+            assert client._inbox_bytes == config.inbox_bytes
