@@ -1,8 +1,17 @@
-"""The built-in demo app of ``statesession serve``: an agent-like echo that streams."""
+"""The built-in demo app of ``statesession serve``: an agent-like echo that streams.
+
+It keeps its place in ``session.data``, the part of a session that is saved with it, so
+that a session brought back after a restart continues where it was: it does not greet
+again, and it finishes the reply it was streaming. Each step updates that place in the
+same breath as the ``send`` or ``receive`` it records -- with no checkpoint between --
+so whenever the session is saved, what was sent and what the data says agree: nothing is
+said twice or skipped.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import trio
 
@@ -14,19 +23,42 @@ __all__ = ["WORD_INTERVAL", "demo"]
 WORD_INTERVAL = 0.2
 
 
+def _reply_to(data: Any) -> list[str]:
+    text = data if isinstance(data, str) else json.dumps(data)
+    return (
+        f"you said: {text}. I stream my reply one word every {WORD_INTERVAL:g} s; cut the "
+        "connection, or stop the server with Ctrl-C and start it again, and the rest of "
+        "it still comes, every word once."
+    ).split()
+
+
 async def demo(session: Session) -> None:
     """Answer each message by streaming the words of a reply, one every WORD_INTERVAL.
 
-    Cut the connection in the middle of a reply and reconnect: the rest of the reply
-    arrives, nothing twice.
+    Cut the connection in the middle of a reply and reconnect, or restart the server:
+    the rest of the reply arrives, nothing twice.
     """
-    await session.send({"hello": session.id, "hint": "send me anything"})
-    async for message in session:
-        text = message.data if isinstance(message.data, str) else json.dumps(message.data)
-        session.data["turns"] = session.data.get("turns", 0) + 1
-        words = f"you said: {text}".split()
-        for index, word in enumerate(words):
+    data = session.data
+    if not data.get("greeted"):
+        await session.send({"hello": session.id, "hint": "send me anything"})
+        data["greeted"] = True
+    while True:
+        reply = data.get("reply")
+        if reply is None:
+            message = await session.receive()
+            data["turns"] = turn = data.get("turns", 0) + 1
+            data["reply"] = reply = {"turn": turn, "words": _reply_to(message.data), "next": 0}
+        words = reply["words"]
+        while reply["next"] < len(words):
+            index = reply["next"]
             await session.send(
-                {"turn": session.data["turns"], "word": word, "last": index == len(words) - 1}
+                {
+                    "turn": reply["turn"],
+                    "index": index,
+                    "word": words[index],
+                    "last": index == len(words) - 1,
+                }
             )
+            reply["next"] = index + 1
             await trio.sleep(WORD_INTERVAL)
+        data["reply"] = None
