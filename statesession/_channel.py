@@ -43,7 +43,9 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def receive(self) -> str | bytes:
         """Wait for and return the next frame: text, or the UTF-8 bytes of the text (the
-        core validates the encoding, so a transport need not decode)."""
+        core validates the encoding, so a transport need not decode -- but one that must
+        check the UTF-8 anyway, as a WebSocket does, returns the text it decoded, so that
+        it is not decoded twice)."""
 
     @abc.abstractmethod
     async def aclose(self, error: str | None = None) -> None:
@@ -52,7 +54,14 @@ class Channel(abc.ABC):
         ``error`` is the protocol error code (``"bad_frame"``, ``"server_shutdown"``, ...)
         when the core ends the connection because of a fatal error, ``None`` for a normal
         close. A transport that can say why it closes (a WebSocket close code) does; the
-        others ignore it. Must return in bounded time even if the peer stopped reading.
+        others ignore it.
+
+        Runs under its caller's deadline, and keeps it: with time left it closes politely
+        (a close handshake, draining what the peer still sends); cancelled, or called
+        when the deadline has already passed, it closes at once -- the socket closed, the
+        peer seeing the end. The core gives a connection it has given up on (a peer that
+        stopped reading) no time at all. Must return in bounded time even if the peer
+        stopped reading; the conformance suite checks all of this.
         """
 
     @property

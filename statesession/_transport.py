@@ -84,20 +84,31 @@ def load_transport(name_or_url: str) -> Transport:
     try:
         transport = entry_point.load()
     except ImportError as exc:
-        extras = ",".join(entry_point.extras)
-        fix = (
-            f"pip install 'statesession[{extras}]'"
-            if extras
-            else f"install the distribution that provides {entry_point.value!r}"
-        )
         raise TransportError(
-            f"the {entry_point.name!r} transport cannot be loaded ({exc}); {fix}"
+            f"the {entry_point.name!r} transport cannot be loaded ({exc}); "
+            f"{_install_hint(entry_point)}"
         ) from exc
     if not isinstance(transport, Transport):
         raise TransportError(
             f"entry point {entry_point.name!r} = {entry_point.value!r} is not a Transport"
         )
     return transport
+
+
+def _install_hint(entry_point: EntryPoint) -> str:
+    """What to install for an entry point whose module cannot be imported: the extra it
+    names, of the distribution that declares it (statesession itself is installed from
+    a checkout, not from the package index)."""
+    extras = ",".join(entry_point.extras)
+    dist = entry_point.dist.name if entry_point.dist is not None else None
+    if not extras:
+        return f"install the distribution that provides {entry_point.value!r}"
+    if dist is None or dist == "statesession":
+        return (
+            f"install statesession's {extras!r} extra: pip install '.[{extras}]' in the "
+            "root of its checkout"
+        )
+    return f"pip install '{dist}[{extras}]'"
 
 
 def pick_transport(url: str, transport: str | Transport | None) -> Transport:

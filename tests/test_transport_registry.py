@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -37,8 +38,22 @@ def test_registry_missing_extra_names_the_install_command(
     fake_registry(monkeypatch, "statesession_pigeon:transport [pigeon]")
     with pytest.raises(TransportError) as info:
         load_transport("pigeon://coop")
-    assert "pip install 'statesession[pigeon]'" in str(info.value)
+    assert "pip install '.[pigeon]'" in str(info.value)
     assert "No module named 'statesession_pigeon'" in str(info.value)
+
+
+def test_registry_missing_extra_of_a_third_party_names_its_distribution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A third-party transport's missing extra is that distribution's, installed from the
+    package index by its own name."""
+    entry = EntryPoint(
+        name="pigeon", value="statesession_pigeon:transport [pigeon]", group="g"
+    )._for(types.SimpleNamespace(name="statesession-pigeon"))  # type: ignore[arg-type]
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"pigeon": entry})
+    with pytest.raises(TransportError) as info:
+        load_transport("pigeon://coop")
+    assert "pip install 'statesession-pigeon[pigeon]'" in str(info.value)
 
 
 def test_registry_refuses_an_entry_point_that_is_not_a_transport(

@@ -4,10 +4,10 @@ One WebSocket text message carries one frame. Two transports, each loaded only w
 (importing this package imports neither WebSocket library):
 
 * ``websocket`` (also registered for the ``ws`` and ``wss`` URL schemes), on
-  trio-websocket; needs ``pip install 'statesession[websocket]'``.
+  trio-websocket; needs the ``websocket`` extra (``pip install '.[websocket]'`` in a checkout).
 * ``websockets``, on websockets' sans-I/O protocol driven directly by trio, with no task
   per connection; picked by name (``serve(manager, url, transport="websockets")``); needs
-  ``pip install 'statesession[websockets]'``.
+  the ``websockets`` extra (``pip install '.[websockets]'``).
 
 Both speak the same WebSocket protocol, so either side can be either.
 """
