@@ -23,7 +23,7 @@ from statesession._protocol import decode_server_frame
 from statesession_tcp import FrameDecoder, encode_frame
 
 from .helpers import live_tasks
-from .transports import net_server, scheme_of
+from .transports import CLOSE, TEXT, RawWebSocket, net_server, scheme_of
 
 TRANSPORTS = ["websocket", "websockets", "tcp"]
 WS_TRANSPORTS = ["websocket", "websockets"]
@@ -560,3 +560,71 @@ async def test_e2e_anonymous_sessions_are_counted_per_peer_address(transport: st
         assert refused.value.code == "session_limit"
         assert "127.0.0.1" in refused.value.message
         assert all(channel.peer_address == "127.0.0.1" for channel in server.channels)
+
+
+async def firehose(session: statesession.Session) -> None:
+    """Sends as fast as its clients take (and its buffer holds)."""
+    n = 0
+    while True:
+        await session.send({"n": n, "pad": "x" * 1000})
+        n += 1
+
+
+@pytest.mark.parametrize("transport", WS_TRANSPORTS)
+async def test_e2e_shutdown_with_a_store_closes_with_4009(transport: str) -> None:
+    """With a store, stopping the server tells each client error server_shutdown and
+    closes its WebSocket with 4009, as documented (it closed with 1000)."""
+    stop, took = trio.Event(), []
+    async with trio.open_nursery() as outer:
+
+        async def run(task_status: Any) -> None:
+            async with net_server(
+                transport, echo, config=QUICK, store=statesession.MemoryStore()
+            ) as server:
+                task_status.started(server)
+                await stop.wait()
+            took.append(1.0)
+
+        server = await outer.start(run)
+        async with await RawWebSocket.connect(server.url) as ws:
+            await ws.send_frame(TEXT, b'{"type":"hello","v":1}')
+            _opcode, payload = await ws.next_frame() or (None, b"")
+            assert b'"welcome"' in payload
+            stop.set()
+            frames = []
+            while (frame := await ws.next_frame(timeout=10)) is not None:
+                frames.append(frame)
+                if frame[0] == CLOSE:
+                    break
+        assert any(b'"server_shutdown"' in p for op, p in frames if op == TEXT)
+        assert frames[-1][0] == CLOSE
+        assert int.from_bytes(frames[-1][1][:2], "big") == 4009
+
+
+@pytest.mark.parametrize("transport", WS_TRANSPORTS)
+async def test_e2e_shutdown_with_a_client_that_stopped_reading_is_bounded(
+    transport: str,
+) -> None:
+    """A WebSocket client that stopped reading costs shutdown about send_timeout, not
+    send_timeout for its last frames and again for a close handshake it never answers
+    (it took 19 s with a 10 s send_timeout)."""
+    # More than loopback's socket buffers hold, so that the server's writes block.
+    config = attrs.evolve(
+        QUICK, send_timeout=3.0, buffer_bytes=32 * 1024 * 1024, buffer_messages=100_000
+    )
+    stop, took = trio.Event(), []
+    async with trio.open_nursery() as outer:
+        server = await outer.start(stoppable_server, transport, firehose, config, stop, took)
+        async with await RawWebSocket.connect(server.url) as ws:
+            ws.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await ws.send_frame(TEXT, b'{"type":"hello","v":1}')
+            await ws.next_frame()
+            # The server's writes fill the socket buffers (we read no more) and block, for
+            # less than send_timeout when the server stops.
+            await trio.sleep(0.5)
+            stop.set()
+            with trio.fail_after(30):
+                while not took:  # noqa: ASYNC110 - waits for the server task to finish
+                    await trio.sleep(0.05)
+        assert took[0] < config.send_timeout + 1.5, f"shutdown took {took[0]:.1f} s"
+        outer.cancel_scope.cancel()

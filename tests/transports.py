@@ -90,12 +90,13 @@ async def net_server(
     app: Callable[[statesession.Session], object],
     *,
     config: SessionConfig | None = None,
+    store: statesession.SessionStore | None = None,
 ) -> AsyncIterator[NetServer]:
     config = config or SessionConfig()
     loaded = statesession.load_transport(transport)
     scheme = scheme_of(transport)
     async with trio.open_nursery() as nursery:
-        async with statesession.open_manager(app, config=config) as manager:  # type: ignore[arg-type]
+        async with statesession.open_manager(app, config=config, store=store) as manager:  # type: ignore[arg-type]
             server: NetServer
 
             async def handler(channel: Channel) -> None:
