@@ -195,15 +195,17 @@ class Cascade:
 
     async def _close_resource(self, resource: OwnedResource) -> None:
         started = trio.current_time()
+        deadline = started + resource.timeout
         outcome, error = Outcome.CLOSED, None
         try:
-            with trio.move_on_at(started + resource.timeout) as scope:
+            with trio.move_on_at(deadline) as scope:
                 result = resource.close()
                 if isawaitable(result):
                     await result
-            # cancel_called, not cancelled_caught: a close that shields itself, or
-            # swallows the cancellation, still overran.
-            if scope.cancel_called:
+            # Not cancelled_caught: a close that shields itself, or swallows the
+            # cancellation, still overran -- and one that blocks without a checkpoint
+            # is never cancelled at all, so the clock says it.
+            if scope.cancel_called or trio.current_time() > deadline:
                 outcome = Outcome.FORCED
                 if resource.force is not None:
                     resource.force()

@@ -439,11 +439,12 @@ class Client:
         self._inbox_messages, self._inbox_bytes = frame.inbox_messages, frame.inbox_bytes
         self._room_lot.unpark_all()  # the window may have grown
         self._drop_acknowledged(frame.ack)
-        if not self._pending and self._next_seq <= frame.ack:
+        received = frame.ack if frame.received is None else max(frame.ack, frame.received)
+        if not self._pending and self._next_seq <= received:
             # Resuming a client this process never was (given session, token and
-            # client): number on from what the server has taken, or the next messages
-            # would be dropped as duplicates.
-            self._next_seq = frame.ack + 1
+            # client): number on from what the server has received, or the next
+            # messages would be dropped as duplicates of the old process's.
+            self._next_seq = received + 1
         self._out_seq = self._pending[0][0] if self._pending else self._next_seq
         self._acked_sent = self._received
         self._ack_asked = False

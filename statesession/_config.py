@@ -25,7 +25,11 @@ def _number(attribute: attrs.Attribute[Any], value: Any, *, infinite: bool = Fal
         raise ConfigError(
             f"SessionConfig.{attribute.name} must be a positive number, got {value!r}"
         )
-    if math.isnan(value) or (math.isinf(value) and not infinite):
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int too large for a float
+        as_float = math.inf
+    if math.isnan(as_float) or (math.isinf(as_float) and not infinite):
         raise ConfigError(
             f"SessionConfig.{attribute.name} must be a finite number of seconds, got {value!r}"
         )
@@ -47,10 +51,20 @@ def _positive_or_never(instance: Any, attribute: attrs.Attribute[Any], value: An
         )
 
 
+#: The largest integer a limit may be: what every JSON peer holds exactly (2**53), since
+#: the welcome carries some of them.
+MAX_INT = 2**53
+
+
 def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(
             f"SessionConfig.{attribute.name} must be a positive integer, got {value!r}"
+        )
+    if value > MAX_INT:
+        raise ConfigError(
+            f"SessionConfig.{attribute.name} must be at most 2**53 (what every JSON peer "
+            f"holds exactly), got {value!r}"
         )
 
 

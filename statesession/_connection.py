@@ -182,6 +182,7 @@ class Connection:
                     window=config.reconnect_window,
                     inbox_messages=config.inbox_messages,
                     inbox_bytes=config.inbox_bytes,
+                    received=cursor.received,
                 )
             )
         )

@@ -295,10 +295,12 @@ class Delivery:
 
     # -- client -> server ---------------------------------------------------------------
 
-    def restore_client(self, client_id: str, *, acked: int, processed: int, now: float) -> None:
+    def restore_client(
+        self, client_id: str, *, acked: int, processed: int, received: int, now: float
+    ) -> None:
         """Remember a client of a session brought back from a snapshot, as detached."""
         self.clients[client_id] = ClientCursor(
-            client_id, acked=acked, received=processed, processed=processed, detached_at=now
+            client_id, acked=acked, received=received, processed=processed, detached_at=now
         )
 
     def receive(self, cursor: ClientCursor, seq: int) -> Literal["new", "duplicate"]:

@@ -143,6 +143,7 @@ class SessionManager:
         self._peer_budgets: dict[str, tuple[float, float]] = {}
         #: Log lines about bad frames, and about a full store, are rate-limited.
         self._bad_frame_log = LogLimit(rate=1.0, burst=10)
+        self._refusal_log = LogLimit(rate=1.0, burst=10)
         self._store_full_log = LogLimit(rate=0.1, burst=3)
 
     # -- public -----------------------------------------------------------------------------
@@ -222,7 +223,16 @@ class SessionManager:
                     connection = await self._handshake(channel)
                 except ProtocolError as exc:
                     self._refused += 1
-                    log.info("refused %s: %s", channel.peer, exc)
+                    left_out = self._refusal_log.allow(trio.current_time())
+                    if left_out is not None:
+                        log.info(
+                            "refused %s: %s%s",
+                            channel.peer,
+                            exc,
+                            f" ({left_out} more refusals were left out of the log)"
+                            if left_out
+                            else "",
+                        )
                     close_error = exc.code
                     close_by = trio.current_time() + self._refusal_linger()
                     await self._send_last_words(channel, exc, close_by)
@@ -497,6 +507,10 @@ class SessionManager:
         try:
             held = store.statistics().snapshots + self._saving
         except NotImplementedError:
+            return True
+        except Exception as exc:  # a store that cannot count now has no quota now
+            if self._store_full_log.allow(trio.current_time()) is not None:
+                log.warning("the store cannot say how many sessions it holds: %s", exc)
             return True
         quota = self.config.max_stored_sessions
         if held < quota:

@@ -127,6 +127,10 @@ class WelcomeFrame:
     #: messages within both, so the server never stops reading it. (Absent: no bound.)
     inbox_messages: int | None = None
     inbox_bytes: int | None = None
+    #: The highest of this client's seqs the server has received (the application took
+    #: them, or will): a client resuming from a new process, without the messages it
+    #: sent before, numbers on from here. (Absent: ``ack``.)
+    received: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -241,8 +245,9 @@ def check_shape(text: str, value: Any, *, data: bool = False) -> None:
     while stack:
         item, level = stack.pop()
         values += 1
-        kind = type(item)
-        if kind is list or kind is dict:
+        # (What JSON encodes as an array or an object: tuples and subclasses too.)
+        mapping = isinstance(item, dict)
+        if mapping or isinstance(item, list | tuple):
             if level > depth:
                 depth = level
                 if depth > MAX_DEPTH:
@@ -250,8 +255,8 @@ def check_shape(text: str, value: Any, *, data: bool = False) -> None:
                         f"frame nests JSON arrays or objects too deeply (over {MAX_DEPTH} "
                         f"levels); the limit is {MAX_DEPTH}"
                     )
-            children = item if kind is list else item.values()
-            if kind is dict:
+            children = item.values() if mapping else item
+            if mapping:
                 values += len(item)  # its keys
             stack.extend((child, level + 1) for child in children)
         if values > MAX_VALUES:
@@ -265,13 +270,19 @@ def decoded_cost(text: str | bytes) -> int:
     """About what the decoded frame ``text`` costs in memory, in bytes, erring high: its
     length plus :data:`VALUE_COST` per separator (each value but the first follows a
     ``[``, ``{``, ``,`` or ``:``). What a session's inbox counts, so that it is bounded
-    in memory, not just in bytes received."""
+    in memory, not just in bytes received.
+
+    A string holding one character beyond Latin-1 is stored at 2 or 4 bytes per
+    character, all of them: so a frame that is not plain ASCII, or that has ``\\u``
+    escapes, counts its length four times."""
     if isinstance(text, str):
         separators = text.count(",") + text.count(":") + text.count("[") + text.count("{")
+        plain = text.isascii() and "\\u" not in text
     else:
         data = bytes(text)
         separators = data.count(b",") + data.count(b":") + data.count(b"[") + data.count(b"{")
-    return len(text) + VALUE_COST * separators
+        plain = data.isascii() and b"\\u" not in data
+    return len(text) * (1 if plain else 4) + VALUE_COST * separators
 
 
 def encode_message_data(data: Any) -> str:
@@ -459,7 +470,10 @@ def _number(obj: Mapping[str, Any], kind: str, name: str) -> float:
     value = obj.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(f"{kind}.{name} must be a number, got {_json_type(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _bad(f"{kind}.{name} is too large for a 64-bit float") from None
 
 
 def _hello(obj: Mapping[str, Any]) -> HelloFrame:
@@ -544,6 +558,7 @@ def _welcome(obj: Mapping[str, Any]) -> WelcomeFrame:
         window=_number(obj, "welcome", "window"),
         inbox_messages=_opt_int(obj, "welcome", "inbox_messages", minimum=1),
         inbox_bytes=_opt_int(obj, "welcome", "inbox_bytes", minimum=1),
+        received=_opt_int(obj, "welcome", "received", minimum=0),
     )
 
 

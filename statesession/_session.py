@@ -44,13 +44,14 @@ from ._fifo import Fifo
 from ._protocol import (
     ClosedFrame,
     StateFrame,
+    decoded_cost,
     encode_data,
     encode_frame,
     encode_message_data,
     error_text,
 )
 from ._report import CleanupReport
-from ._snapshot import ClientState, Snapshot
+from ._snapshot import ClientState, InboxMessage, Snapshot
 from ._timers import Timer
 
 if TYPE_CHECKING:
@@ -494,8 +495,11 @@ class Session:
             first_seq=buffer.first_seq,
             frames=tuple(frame for _, frame in buffer.frames_after(0)),
             clients=tuple(
-                ClientState(id=c.id, acked=c.acked, processed=c.processed)
+                ClientState(id=c.id, acked=c.acked, processed=c.processed, received=c.received)
                 for c in self._delivery.clients.values()
+            ),
+            inbox=tuple(
+                InboxMessage(client=m.client, seq=m.seq, data=m.data) for m in self._incoming
             ),
         )
 
@@ -515,10 +519,23 @@ class Session:
         session.created = snapshot.created
         now = trio.current_time()
         session._delivery.buffer.restore(snapshot.first_seq, snapshot.frames)
+        known = set()
         for client in snapshot.clients:
+            known.add(client.id)
             session._delivery.restore_client(
-                client.id, acked=client.acked, processed=client.processed, now=now
+                client.id,
+                acked=client.acked,
+                processed=client.processed,
+                received=client.received,
+                now=now,
             )
+        for message in snapshot.inbox:
+            if message.client in known:  # (a client forgotten since has no cursor)
+                size = decoded_cost(encode_data(message.data)) + _MSG_ENVELOPE
+                session._incoming.append(
+                    Message(client=message.client, seq=message.seq, data=message.data, size=size)
+                )
+                session._incoming_bytes += size
         return session
 
     # == the actor =========================================================================
@@ -1143,12 +1160,13 @@ class Session:
                 "terminated", f"session is {self.state} ({self.reason})", fatal=True
             )
         self._delivery.check(connection.client, ack, resume=connection.resumed)
+        now = trio.current_time()
         if not self._step(
             "attach",
             token_ok=True,
-            now=trio.current_time(),
+            now=now,
             deadline=self._deadline,
-            kept=self._kept_at_expiry(),
+            kept=now >= self._deadline and self._kept_at_expiry(),  # (asked only then)
         ):
             raise ProtocolError(
                 "terminated", "the session's reconnect window has expired", fatal=True

@@ -6,10 +6,12 @@ Theory of operation
 Passivating a session keeps only what is needed to bring it back exactly where it was:
 its identity (id, token hash, principal), the application's JSON data, and the delivery
 state -- the encoded messages not yet acknowledged by every client, and per client the
-highest server seq it acknowledged and the highest client seq the application took.
-Client messages that had arrived but that the application had not taken yet are not kept:
-they were never acknowledged, so their clients still hold them and send them again after
-the session comes back. Nothing that runs (tasks, connections, resources) survives; the
+highest server seq it acknowledged, the highest client seq the application took and the
+highest it received. Client messages that had arrived but that the application had not
+taken yet are kept too (their ``inbox``): their client may be gone for good -- a process
+that died -- and one that resends them has them dropped as duplicates, as it would
+without the passivation; a client resuming from a new process numbers on from what was
+received. Nothing that runs (tasks, connections, resources) survives; the
 application starts again, with its data.
 
 A snapshot is one JSON document with a version number. Decoding checks every field and
@@ -29,6 +31,7 @@ from ._exceptions import CorruptSnapshotError, StoreVersionError
 __all__ = [
     "SNAPSHOT_VERSION",
     "ClientState",
+    "InboxMessage",
     "LogEntry",
     "SessionRecord",
     "Snapshot",
@@ -48,6 +51,19 @@ class ClientState:
     acked: int
     #: Highest client seq the application took (and so acknowledged).
     processed: int
+    #: Highest client seq received (taken, or waiting in the inbox); at least processed.
+    received: int = attrs.field(
+        default=attrs.Factory(lambda self: self.processed, takes_self=True)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class InboxMessage:
+    """A client message the application had not taken when the session was saved."""
+
+    client: str
+    seq: int
+    data: Any
 
 
 @attrs.frozen(kw_only=True)
@@ -68,6 +84,8 @@ class Snapshot:
     first_seq: int
     frames: tuple[str, ...]
     clients: tuple[ClientState, ...]
+    #: Client messages received and not yet taken, oldest first.
+    inbox: tuple[InboxMessage, ...] = ()
 
     @property
     def last_seq(self) -> int:
@@ -132,13 +150,31 @@ def _encode(snapshot: Snapshot) -> str:
             "data": snapshot.data,
             "first_seq": snapshot.first_seq,
             "frames": list(snapshot.frames),
-            "clients": [
-                {"id": c.id, "acked": c.acked, "processed": c.processed} for c in snapshot.clients
-            ],
+            "clients": [_client(c) for c in snapshot.clients],
+            **(
+                {
+                    "inbox": [
+                        {"client": m.client, "seq": m.seq, "data": m.data} for m in snapshot.inbox
+                    ]
+                }
+                if snapshot.inbox
+                else {}
+            ),
         },
         separators=(",", ":"),
         allow_nan=False,
     )
+
+
+def _client(client: ClientState) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "id": client.id,
+        "acked": client.acked,
+        "processed": client.processed,
+    }
+    if client.received > client.processed:
+        fields["received"] = client.received
+    return fields
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -200,11 +236,29 @@ def decode_snapshot(text: str | bytes, *, session_id: str) -> Snapshot:
                 raise CorruptSnapshotError(
                     f"snapshot client acknowledged seq {acked}, past the last message held"
                 )
+            processed = _field(entry, "processed", int)
+            received = entry.get("received", processed)
+            if isinstance(received, bool) or not isinstance(received, int) or received < processed:
+                raise CorruptSnapshotError(
+                    f"snapshot client's 'received' is {received!r:.30}, below what it processed"
+                )
             clients.append(
                 ClientState(
                     id=_field(entry, "id", str),
                     acked=acked,
-                    processed=_field(entry, "processed", int),
+                    processed=processed,
+                    received=received,
+                )
+            )
+        inbox = []
+        for entry in obj.get("inbox", ()):
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise CorruptSnapshotError("snapshot field 'inbox' holds a non-message")
+            inbox.append(
+                InboxMessage(
+                    client=_field(entry, "client", str),
+                    seq=_field(entry, "seq", int),
+                    data=entry["data"],
                 )
             )
         return Snapshot(
@@ -218,6 +272,7 @@ def decode_snapshot(text: str | bytes, *, session_id: str) -> Snapshot:
             first_seq=first_seq,
             frames=tuple(frames),
             clients=tuple(clients),
+            inbox=tuple(inbox),
         )
     except ValueError as exc:  # bytes.fromhex
         raise CorruptSnapshotError(f"snapshot of session {session_id}: {exc}") from None
