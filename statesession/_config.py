@@ -219,10 +219,11 @@ class SessionConfig:
     inbox_messages: int = attrs.field(
         metadata={
             "help": (
-                "Client messages queued for the application. A message is acknowledged when the "
-                "application takes it, so a client keeping to its window of unacknowledged "
-                "messages (the Python client's ``max_pending``, 1000) never fills it; past this,"
-                " a connection is not read until the application catches up."
+                "Client messages queued for the application, per client. A message is "
+                "acknowledged when the application takes it, so a client keeping to its "
+                "window of unacknowledged messages (announced in the welcome; the Python "
+                "client keeps to it) never fills its share; past this, its connection is not "
+                "read until the application catches up."
             )
         },
         default=1000,
@@ -231,10 +232,11 @@ class SessionConfig:
     inbox_bytes: int = attrs.field(
         metadata={
             "help": (
-                "Most bytes of client messages queued for the application, each counted as "
-                "its size as received plus 56 bytes per JSON value it may hold (about what "
-                "decoding it costs); one message is always taken. Past this, as past "
-                "inbox_messages, a connection is not read until the application catches up."
+                "Most bytes of one client's messages queued for the application, each counted "
+                "as its size as received (four times it, for text beyond ASCII) plus 56 bytes "
+                "per JSON value it may hold (about what decoding it costs); one message is "
+                "always taken. Past this, as past inbox_messages, the client's connection is "
+                "not read until the application catches up."
             )
         },
         default=MiB,

@@ -62,6 +62,8 @@ WRITER_IDLE = 1.0
 #: Bad frames a peer may send at once, and then per second, before it is cut off.
 BAD_FRAME_BURST = 16
 BAD_FRAMES_PER_SECOND = 1.0
+#: Frames costing more than this wait for inbox room before they are decoded.
+_DECODE_FIRST = 4096
 #: The reader yields to other tasks after this many frames.
 _YIELD_EVERY = 16
 
@@ -316,6 +318,7 @@ class Connection:
         session = self.session
         channel = self.channel
         max_frame = session._manager.config.max_frame
+        outside = False
         try:
             with trio.CancelScope() as scope:
                 self._scope = scope
@@ -342,11 +345,18 @@ class Connection:
                             break
                         self.last_received = trio.current_time()
                         size = decoded_cost(text)
-                        if session._inbox_full(size):
-                            # Past the inbox's bound the connection is not read until the
-                            # app catches up: wait before decoding, so that what waits is
-                            # the text, not the (many times larger) decoded frame.
-                            await session._inbox_room(size)
+                        cursor = self.cursor
+                        if (
+                            size > _DECODE_FIRST
+                            and cursor is not None
+                            and session._inbox_full(cursor, size)
+                        ):
+                            # Past its share of the inbox the client is not read until
+                            # the app catches up: a large frame waits before it is
+                            # decoded, so that what waits is its text, not the (many
+                            # times larger) decoded data. (A small one -- an ack, a
+                            # ping -- is decoded and handled; a msg then waits.)
+                            await session._inbox_room(cursor, size)
                         try:
                             frame = decode_client_frame(text, max_frame=max_frame)
                             kind = type(frame)
@@ -383,11 +393,20 @@ class Connection:
                             self.fail(exc)
                             if exc.fatal:
                                 await trio.sleep_forever()
+                except trio.Cancelled:
+                    # Not by this connection's own scope: the transport's task is being
+                    # cancelled (the server stops serving it). The writer stays, to say
+                    # goodbye.
+                    outside = not scope.cancel_called
+                    raise
                 finally:
                     self._open = False
-                    self._drop()
+                    if not outside:
+                        self._drop()
                     self._disarm_timers()
         finally:
+            if outside:
+                await self._goodbye()
             # However the reader ended (even cancelled from outside), the connection ends
             # when its writer has: the channel is closed after this returns.
             if self._writer_running:
@@ -403,6 +422,32 @@ class Connection:
                 self.peer,
                 trio.current_time() - since,
             )
+
+    async def _goodbye(self) -> None:
+        """The transport's task is cancelled under a welcomed connection: send it what it
+        has not been sent and ``error server_shutdown`` (its session lives on, for it to
+        resume), within send_timeout, shielded; then drop it."""
+        if self.cursor is not None and not self._aborted:
+            self.finish(
+                error_text(
+                    ProtocolError(
+                        "server_shutdown",
+                        "the server is stopping this connection; the session lives on: resume it",
+                        fatal=True,
+                    )
+                ),
+                flush=True,
+                error="server_shutdown",
+            )
+            self._open = True  # (so that wake() can start a writer if none runs)
+            self.wake()
+            self._open = False
+            timeout = self.session._manager.config.send_timeout
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
+                while self._writer_running:
+                    self._writer_done = done = trio.Event()
+                    await done.wait()
+        self._drop()
 
     async def _on_msg(self, frame: MsgFrame, size: int) -> None:
         session = self.session

@@ -181,6 +181,10 @@ class ClientCursor:
     attached: int = 0
     #: When its last connection detached (``None`` while attached).
     detached_at: float | None = None
+    #: Its messages in the session's inbox (not taken yet), and what they count for:
+    #: the inbox's bounds hold per client, so one client cannot stop another's reading.
+    queued: int = 0
+    queued_bytes: int = 0
 
 
 class Delivery:

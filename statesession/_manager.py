@@ -379,7 +379,11 @@ class SessionManager:
                 raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
             session = self._sessions.get(session_id)
             if session is not None and session.state == "passivated" and session.closing:
-                await session._wait_gone()  # being saved: then it is in the store
+                # Being saved: once it is, it is in the store; if the save fails, it
+                # ends (and the attach says so). Only a caller with the right token
+                # waits for either.
+                self._check_token(session_id, session._token_hash, token)
+                await session._wait_saved()
                 continue
             if session is None:
                 loading = self._rehydrating.get(session_id)

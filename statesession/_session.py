@@ -38,7 +38,7 @@ import attrs
 import trio
 
 from ._cascade import Cascade, OwnedResource, OwnedTask, describe
-from ._delivery import Delivery
+from ._delivery import ClientCursor, Delivery
 from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
 from ._fifo import Fifo
 from ._protocol import (
@@ -175,8 +175,6 @@ class Session:
     #: The cleanup under way (terminating or passivating) until it is reported.
     _cleanup: Cascade | None = attrs.field(default=None, init=False)
     _incoming: Fifo[Message] = attrs.field(factory=Fifo, init=False)
-    #: What the messages in the inbox count for (see ``Message.size``).
-    _incoming_bytes: int = attrs.field(default=0, init=False)
     #: The task waiting in ``receive`` (most apps have one), and a lot for any others,
     #: made when needed: an idle session waits without a parking lot (250 bytes).
     _receiver: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
@@ -294,8 +292,10 @@ class Session:
                     self._incoming_lot = trio.lowlevel.ParkingLot()
                 await self._incoming_lot.park()
         message = self._incoming.popleft()
-        self._incoming_bytes -= message.size
         cursor = self._delivery.clients.get(message.client)
+        if cursor is not None:
+            cursor.queued -= 1
+            cursor.queued_bytes -= message.size
         if cursor is not None and message.seq > cursor.processed:
             cursor.processed = message.seq  # acknowledged to the client from now on
             # Acks are delayed and cumulative: the first message an ack will cover arms a
@@ -421,9 +421,12 @@ class Session:
         clients resume it from the next server -- the others terminate."""
         if self.state in ("passivated", "terminating", "terminated"):
             return  # on its way out already
+        # Not limited by max_stored_sessions: the quota keeps abandoned sessions from
+        # filling the store; the live ones (at most max_sessions) are saved when the
+        # server stops, and one being brought back still has its snapshot there.
         if self._step(
             "passivate",
-            store=self._manager._store_has_room(self.id),
+            store=self._manager._store is not None,
             shutdown=True,
             restored=self._stored,
             reason="server_shutdown",
@@ -448,6 +451,12 @@ class Session:
     async def _wait_gone(self) -> None:
         """Wait until the actor has left (the session terminated, or went to the store)."""
         while not self._finished:
+            await self._wait_changed()
+
+    async def _wait_saved(self) -> None:
+        """Wait until a session being saved is in the store (its actor has left), or is
+        not being saved any more (the save failed: it is terminating)."""
+        while self.state == "passivated" and not self._finished:
             await self._wait_changed()
 
     async def wait_terminated(self) -> CleanupReport | None:
@@ -519,9 +528,7 @@ class Session:
         session.created = snapshot.created
         now = trio.current_time()
         session._delivery.buffer.restore(snapshot.first_seq, snapshot.frames)
-        known = set()
         for client in snapshot.clients:
-            known.add(client.id)
             session._delivery.restore_client(
                 client.id,
                 acked=client.acked,
@@ -529,13 +536,16 @@ class Session:
                 received=client.received,
                 now=now,
             )
+        clients = session._delivery.clients
         for message in snapshot.inbox:
-            if message.client in known:  # (a client forgotten since has no cursor)
+            cursor = clients.get(message.client)
+            if cursor is not None:  # (a client forgotten since has no cursor)
                 size = decoded_cost(encode_data(message.data)) + _MSG_ENVELOPE
                 session._incoming.append(
                     Message(client=message.client, seq=message.seq, data=message.data, size=size)
                 )
-                session._incoming_bytes += size
+                cursor.queued += 1
+                cursor.queued_bytes += size
         return session
 
     # == the actor =========================================================================
@@ -1219,22 +1229,21 @@ class Session:
         log.info("session %s: %s detached", self.id, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
-    def _inbox_full(self, size: int) -> bool:
-        """Whether a message counting ``size`` would overfill the inbox (an empty inbox
-        takes one message, however large)."""
-        incoming = self._incoming
-        if not incoming:
+    def _inbox_full(self, cursor: ClientCursor, size: int) -> bool:
+        """Whether a message counting ``size`` would overfill the client's share of the
+        inbox (with nothing of it queued, it takes one message, however large)."""
+        if not cursor.queued:
             return False
         config = self._manager.config
         return (
-            len(incoming) >= config.inbox_messages
-            or self._incoming_bytes + size > config.inbox_bytes
+            cursor.queued >= config.inbox_messages
+            or cursor.queued_bytes + size > config.inbox_bytes
         )
 
-    async def _inbox_room(self, size: int) -> None:
-        """Wait until the inbox has room for a message counting ``size`` (or the session
-        is closing)."""
-        while self._inbox_full(size) and not self._closing:
+    async def _inbox_room(self, cursor: ClientCursor, size: int) -> None:
+        """Wait until the client's share of the inbox has room for a message counting
+        ``size`` (or the session is closing)."""
+        while self._inbox_full(cursor, size) and not self._closing:
             self._inbox_waiters += 1
             try:
                 await self._wait_changed()
@@ -1244,18 +1253,19 @@ class Session:
     async def _deliver(self, connection: Connection, seq: int, data: Any, size: int) -> bool:
         """Queue a client message for the app, exactly once; return whether it was new.
 
-        A client keeps at most its window of messages unacknowledged, and they are
-        acknowledged only as the app takes them, so a conforming client never fills the
-        inbox. One that does (more than ``inbox_messages`` queued, or more than
-        ``inbox_bytes``: ``size`` is what this one counts for) is made to wait: its
-        connection stops being read until the app catches up. An empty inbox always
-        takes one message, however large.
+        A client keeps at most its window of messages unacknowledged (the inbox's bounds,
+        which hold for each client), and they are acknowledged only as the app takes
+        them, so a conforming client never fills its share. One that does (more than
+        ``inbox_messages`` queued, or more than ``inbox_bytes``: ``size`` is what this
+        one counts for) is made to wait: its connection stops being read until the app
+        catches up. A client with nothing queued always has one message taken, however
+        large.
         """
         cursor = connection.cursor
         assert cursor is not None
         if seq <= cursor.received:
             return False
-        await self._inbox_room(size)
+        await self._inbox_room(cursor, size)
         if self._closing:
             raise ProtocolError(
                 "terminated",
@@ -1266,7 +1276,8 @@ class Session:
         self._received += 1
         self._last_activity = trio.current_time()
         self._incoming.append(Message(client=connection.client, seq=seq, data=data, size=size))
-        self._incoming_bytes += size
+        cursor.queued += 1
+        cursor.queued_bytes += size
         self._wake_receivers(everyone=False)
         store = self._manager._store
         if store is not None and store.log_messages:

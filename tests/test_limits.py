@@ -74,8 +74,8 @@ async def test_inbox_is_bounded_in_bytes(autojump_clock: trio.testing.MockClock)
         await peer.hello()
         for seq in range(1, 201):
             await peer.send({"type": "msg", "seq": seq, "data": "x" * 1000})
-        session, _ = await only_connection(served)
-        held = session._incoming_bytes
+        session, connection = await only_connection(served)
+        held = connection.cursor.queued_bytes
         assert held <= config.inbox_bytes + 2000
         assert len(session._incoming) < 100
 
