@@ -3,14 +3,18 @@ around. If one of these changes, the transport's design must be looked at again.
 
 from __future__ import annotations
 
+import errno
 from contextlib import suppress
 
 import pytest
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
 
 import statesession
 from statesession import SessionConfig
+from statesession.sockets import reset
+from statesession_websocket._trio_websocket import WebSocketChannel
 
 from .transports import TEXT, RawWebSocket, net_server
 
@@ -200,3 +204,44 @@ async def test_pitfall_a_server_hanging_up_during_the_upgrade_leaves_the_client_
                 await trio_websocket.wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", "/")
             assert waited.cancelled_caught
         nursery.cancel_scope.cancel()
+
+
+async def _reset_pair() -> trio.SocketStream:
+    """A real server-side TCP stream whose peer has just reset the connection."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listener.accept()
+    await listener.aclose()
+    await reset(client)
+    await client.aclose()
+    with trio.fail_after(5):
+        while True:
+            try:
+                server.socket.getpeername()
+            except OSError:
+                return server
+            await trio.sleep(0.01)
+
+
+async def test_pitfall_remote_raises_once_the_peer_reset_the_socket() -> None:
+    """Pins the pitfall: a WebSocketConnection's ``remote`` calls getpeername, which
+    raises ENOTCONN once the peer reset the TCP connection."""
+    stream = await _reset_pair()
+    connection = trio_websocket.WebSocketConnection(stream, WSConnection(ConnectionType.SERVER))
+    with pytest.raises(OSError, match="not connected") as raised:
+        connection.remote  # noqa: B018 - the property access is what raises
+    assert raised.value.errno == errno.ENOTCONN
+    await stream.aclose()
+
+
+async def test_a_channel_over_a_reset_socket_is_built_and_names_no_peer() -> None:
+    """A peer that resets its connection during the upgrade costs the server a channel
+    that says ``ws:?`` and no peer address, never an exception in the connection task."""
+    stream = await _reset_pair()
+    connection = trio_websocket.WebSocketConnection(stream, WSConnection(ConnectionType.SERVER))
+    for given in (stream, None):
+        channel = WebSocketChannel(connection, given, max_frame=65536)
+        assert channel.peer == "ws:?"
+        assert channel.peer_address is None
+    await stream.aclose()

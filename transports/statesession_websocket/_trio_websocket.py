@@ -151,6 +151,15 @@ async def _open_client(
     return connection
 
 
+def _remote(connection: WebSocketConnection) -> object:
+    """The connection's remote endpoint, or ``None`` once its socket is gone: a peer that
+    reset the connection during the upgrade makes ``getpeername`` fail with ENOTCONN."""
+    try:
+        return connection.remote
+    except OSError:
+        return None
+
+
 class WebSocketChannel(Channel):
     """A Channel over one WebSocket connection (text messages)."""
 
@@ -168,15 +177,20 @@ class WebSocketChannel(Channel):
         self._close_timeout = close_timeout
         self._closed = False
         self.closed = trio.Event()
-        address = getattr(connection.remote, "address", None)
-        self._address = (peer_address(stream) if stream is not None else None) or (
-            str(address) if address is not None else None
-        )
+        if stream is not None:
+            self._address = peer_address(stream)
+        else:
+            address = getattr(_remote(connection), "address", None)
+            self._address = str(address) if address is not None else None
         if isinstance(connection, _Connection):
             self._peer = connection.peer
         else:
-            remote = connection.remote
-            self._peer = f"ws:{getattr(remote, 'address', remote)}:{getattr(remote, 'port', '')}"
+            remote = _remote(connection)
+            self._peer = (
+                f"ws:{getattr(remote, 'address', remote)}:{getattr(remote, 'port', '')}"
+                if remote is not None
+                else "ws:?"
+            )
 
     @property
     def peer(self) -> str:
