@@ -19,6 +19,21 @@ import statesession
 from statesession import Channel, SessionConfig
 from statesession.testing import memory_channel_pair
 
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: "ci" (the default, what the suite and
+# CI run) and "thorough" (ten times the examples everywhere, for a long run before a
+# release or after touching the delivery or lifecycle rules).
+PROFILE_SCALE = {"ci": 1.0, "thorough": 10.0}
+
+
+def hypothesis_profile() -> str:
+    """The hypothesis profile this run uses (``HYPOTHESIS_PROFILE``, default ``ci``)."""
+    name = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    if name not in PROFILE_SCALE:
+        raise ValueError(
+            f"HYPOTHESIS_PROFILE={name!r} is not a profile; use one of {sorted(PROFILE_SCALE)}"
+        )
+    return name
+
 
 def live_tasks() -> list[trio.lowlevel.Task]:
     """Every task alive in this trio run, found by walking the task tree from the root."""
@@ -32,6 +47,12 @@ def live_tasks() -> list[trio.lowlevel.Task]:
 
     walk(trio.lowlevel.current_root_task())
     return found
+
+
+def examples(n: int) -> int:
+    """``n`` hypothesis examples under the suite's profile, scaled by the profile in
+    ``HYPOTHESIS_PROFILE`` (see ``tests/conftest.py``)."""
+    return max(1, round(n * PROFILE_SCALE[hypothesis_profile()]))
 
 
 def session_tasks(session_id: str) -> list[str]:

@@ -20,6 +20,8 @@ from statesession import LifecycleError, SessionChart
 from statesession._chart import EXTERNAL_EVENTS, STATES, BaseLifecycle, ChartLifecycle
 from statesession._lifecycle import Lifecycle, compile_chart
 
+from .helpers import examples
+
 
 class Failure(Exception):
     """An action failing on purpose; equal when the messages are."""
@@ -206,7 +208,7 @@ class _Capture(logging.Handler):
         self.records.append(record.getMessage())
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(
     events=st.lists(
         st.tuples(st.sampled_from(sorted(EXTERNAL_EVENTS)), session_values), max_size=20
@@ -224,7 +226,7 @@ def test_compiled_session_chart_makes_the_same_calls_as_the_engine(
 PROBE_TABLE = compile_chart(Probe)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(
     events=st.lists(st.tuples(st.sampled_from(["go", "poke"]), probe_values), max_size=12),
     pattern=patterns,

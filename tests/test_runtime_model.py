@@ -1,52 +1,71 @@
 """A hypothesis state machine over the whole runtime, on a virtual clock.
 
-It interleaves connects, sends both ways, cuts, resumes with right and wrong tokens,
-window expiry (by moving the clock), passivation (on demand and at window expiry) and
-rehydration (by resuming), resources that close, fail or hang, background tasks, app
-crashes and terminations; after every step it checks that every session is in a legal
-state, that no task of a session that left memory is alive (walking trio's task tree),
-that every resource was closed exactly once and is in the report with every task, and that
-each side received the other's messages exactly once, in order -- across every time a
-session was saved and brought back.
+It interleaves connects, clients joining a session (two to four per session), sends both
+ways, cuts, resumes with right and wrong tokens, window expiry (by moving the clock),
+passivation (on demand and at window expiry) and rehydration (by resuming), setup and
+health-check hooks that are slow, fail or say unhealthy, resources that close, fail or
+hang, background tasks, app crashes and terminations, and a shutdown in the middle of all
+that followed by a new manager on the same store (for SQLite: the file closed and opened
+again, as a restarted process would). After every step it checks that every session is
+in a legal state, that no task of a session that left memory is alive (walking trio's
+task tree), that every resource was closed exactly once and is in the report with every
+task, and that each side received the other's messages exactly once, in order -- across
+every time a session was saved and brought back, and across restarts.
 
 Trio runs in a helper thread with a MockClock that only moves when a rule moves it; each
-rule is a coroutine run there, followed by waiting until every task is blocked.
-MODEL_EXAMPLES=<n> in the environment runs more examples than the suite's 150.
+rule is a coroutine run there, followed by waiting until every task is blocked and no
+worker thread (the SQLite store's) is running. How many examples run is set by the
+hypothesis profile (``HYPOTHESIS_PROFILE``, see ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
+import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import trio
 import trio.testing
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import statesession
-from statesession import MemoryStore, Outcome, SessionConfig
+from statesession import Outcome, SessionConfig, SessionStore
 from statesession._chart import STATES
 from statesession.testing import MemoryChannel, memory_channel_pair
 
-from .helpers import session_tasks
+from .helpers import examples, session_tasks
 
 T = TypeVar("T")
 
+# The heartbeat timeout is longer than the window, so that one jump of the clock past the
+# window (31 s) leaves connected clients connected while it makes the session forget the
+# clients that were away; a jump of 61 s drops everyone.
 CONFIG = SessionConfig(
     reconnect_window=30,
     heartbeat_interval=10,
-    heartbeat_timeout=30,
+    heartbeat_timeout=45,
     cancel_grace=1,
     cleanup_timeout=2,
     buffer_messages=40,
     max_clients=4,
 )
+MAX_CLIENTS = 8  # model clients, over every session
+HOOK_MODES = ["ok", "ok", "slow", "fail", "unhealthy"]
+SLOW_SETUP = 5.0  # virtual seconds a slow setup takes
 
 
 class TrioThread:
@@ -72,12 +91,17 @@ class TrioThread:
             nursery.cancel_scope.cancel()
 
     def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        async def settled() -> T:
-            result = await fn(*args)
-            await trio.testing.wait_all_tasks_blocked()
-            return result
+        """Run ``fn(*args)`` in trio, then settle: until every task is blocked and no
+        worker thread is running (a task waiting for a thread looks blocked)."""
+        result = trio.from_thread.run(fn, *args, trio_token=self.token)
+        while trio.from_thread.run(self._settled, trio_token=self.token) > 0:
+            time.sleep(0.0005)  # a worker thread is still at work: give it real time
+        return result
 
-        return trio.from_thread.run(settled, trio_token=self.token)
+    @staticmethod
+    async def _settled() -> int:
+        await trio.testing.wait_all_tasks_blocked()
+        return trio.to_thread.current_default_thread_limiter().statistics().borrowed_tokens
 
     def close(self) -> None:
         trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
@@ -138,7 +162,9 @@ class ModelClient:
         self.index = index
         self.session: str | None = None
         self.token: str | None = None
-        self.client: str | None = None
+        self.client: str | None = None  # set by the first welcome
+        self.joiner = False  # joined a session another client created
+        self.join_ack: int | None = None  # a joiner's hello.ack (None or 0)
         self.frames: list[dict[str, Any]] = []  # every frame of the current connection
         self.seqs: list[int] = []  # every server msg seq, across connections
         self.next_seq = 1
@@ -148,6 +174,7 @@ class ModelClient:
         self.gone = False  # refused for good (terminated, unknown, ...)
         self.errors: list[str] = []
         self.closed: str | None = None
+        self.resumed = 0  # welcomes with resumed: true
 
     async def open(self, model: RuntimeModel, token: str | None) -> None:
         server, client = memory_channel_pair(buffer=1000)
@@ -157,13 +184,12 @@ class ModelClient:
         self.frames = []
         model.trio.nursery.start_soon(model.manager.serve_channel, server)
         hello: dict[str, Any] = {"type": "hello", "v": 1}
-        if self.session is not None:
-            hello.update(
-                session=self.session,
-                token=token,
-                client=self.client,
-                resume=True,
-            )
+        if self.session is not None and self.client is None:  # join
+            hello.update(session=self.session, token=token)
+            if self.join_ack is not None:
+                hello["ack"] = self.join_ack
+        elif self.session is not None:  # resume
+            hello.update(session=self.session, token=token, client=self.client, resume=True)
             if self.seqs:
                 hello["ack"] = self.seqs[-1]
         await client.send(json.dumps(hello))
@@ -185,6 +211,8 @@ class ModelClient:
             kind = frame["type"]
             if kind == "welcome":
                 self.connected = True
+                assert frame["resumed"] is (self.client is not None), frame
+                self.resumed += frame["resumed"]
                 self.session, self.token, self.client = (
                     frame["session"],
                     frame["token"],
@@ -206,6 +234,7 @@ class ModelClient:
                     "terminated",
                     "unknown_session",
                     "resume_gap",
+                    "session_limit",
                 }:
                     self.gone = True
             elif kind == "closed":
@@ -220,79 +249,166 @@ class ModelClient:
 
 
 class RuntimeModel(RuleBasedStateMachine):
+    STORE: ClassVar[str] = "memory"
+
     def __init__(self) -> None:
         super().__init__()
         self.trio = TrioThread()
         self.apps: list[AppControl] = []  # every incarnation of every session
         self.clients: list[ModelClient] = []
-        self.store = MemoryStore()
-        self.manager_exit = self.trio.run(self._open_manager)
+        self.hook_mode = "ok"
+        self.restarts = 0
+        self.directory = Path(tempfile.mkdtemp(prefix="statesession-model-"))
+        self.trio.run(self._open_store)
+        self.trio.run(self._open_manager)
 
-    async def _open_manager(self) -> trio.Event:
+    # -- the store and the manager, each held open by a task -------------------------------
+
+    async def _hold(
+        self, opening: Callable[[], Any], keep: Callable[[Any], None]
+    ) -> tuple[trio.Event, trio.Event]:
         ready, stop, done = trio.Event(), trio.Event(), trio.Event()
 
-        async def app(session: statesession.Session) -> None:
-            control = AppControl(session)
-            self.apps.append(control)
-            await control.run()
-
         async def hold() -> None:
-            async with statesession.open_manager(app, config=CONFIG, store=self.store) as manager:
-                self.manager = manager
+            async with opening() as opened:
+                keep(opened)
                 ready.set()
                 await stop.wait()
             done.set()
 
         self.trio.nursery.start_soon(hold)
         await ready.wait()
-        self._stop_manager, self._manager_done = stop, done
-        return done
+        return stop, done
+
+    async def _open_store(self) -> None:
+        location = "memory" if self.STORE == "memory" else self.directory / "sessions.db"
+
+        def keep(store: SessionStore) -> None:
+            self.store = store
+
+        self._store_stop, self._store_done = await self._hold(
+            lambda: statesession.open_store(location), keep
+        )
+
+    async def _open_manager(self) -> None:
+        async def app(session: statesession.Session) -> None:
+            control = AppControl(session)
+            self.apps.append(control)
+            await control.run()
+
+        async def setup(session: statesession.Session) -> None:
+            if self.hook_mode == "slow":
+                await trio.sleep(SLOW_SETUP)
+            elif self.hook_mode == "fail":
+                raise RuntimeError("setup failed on purpose")
+
+        async def health_check(session: statesession.Session) -> bool:
+            return self.hook_mode != "unhealthy"
+
+        def keep(manager: statesession.SessionManager) -> None:
+            self.manager = manager
+
+        self._manager_stop, self._manager_done = await self._hold(
+            lambda: statesession.open_manager(
+                app, config=CONFIG, store=self.store, setup=setup, health_check=health_check
+            ),
+            keep,
+        )
+
+    async def _shut_down(self) -> None:
+        """Stop the manager, letting every cascade run to its end on the virtual clock."""
+        self.trio.clock.autojump_threshold = 0
+        try:
+            self._manager_stop.set()
+            await self._manager_done.wait()
+        finally:
+            self.trio.clock.autojump_threshold = float("inf")
+        self.check_terminated_sessions()
+        for control in self.apps:
+            assert control.session.state in {"terminated", "error", "passivated"}
+            assert session_tasks(control.session.id) == []
+
+    async def _close_store(self) -> None:
+        self._store_stop.set()
+        await self._store_done.wait()
 
     def teardown(self) -> None:
-        async def shut_down() -> None:
-            self.trio.clock.autojump_threshold = 0  # let every cascade run to its end
-            self._stop_manager.set()
-            await self._manager_done.wait()
-            self.check_terminated_sessions()
-            for control in self.apps:
-                assert control.session.state in {"terminated", "error", "passivated"}
-                assert session_tasks(control.session.id) == []
-
         for control in self.apps:
             event(f"session reached {control.session.state}")
             if control.session.reason:
                 event(f"session ended by {control.session.reason}")
-        for client in self.clients:
-            if any(f["type"] == "welcome" and f["resumed"] for f in client.frames):
-                event("a client resumed")
-            if client.seqs:
-                event("a client received messages")
+        if any(client.resumed for client in self.clients):
+            event("a client resumed")
+        if any(client.joiner and client.client for client in self.clients):
+            event("a client joined a session")
+        if any(client.seqs for client in self.clients):
+            event("a client received messages")
+        if self.restarts:
+            event("the server restarted")
         try:
-            self.trio.run(shut_down)
+            self.trio.run(self._shut_down)
+            self.trio.run(self._close_store)
         finally:
             self.trio.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     # -- rules -----------------------------------------------------------------------------
 
+    @initialize()
+    def first_client(self) -> None:
+        """Every example starts with a client creating a session."""
+        self.new_client()
+
+    @precondition(lambda self: len(self.clients) < MAX_CLIENTS)
     @rule()
     def new_client(self) -> None:
-        if len(self.clients) < 4:
-            client = ModelClient(len(self.clients))
-            self.clients.append(client)
-            self.trio.run(client.open, self, None)
+        client = ModelClient(len(self.clients))
+        self.clients.append(client)
+        self.trio.run(client.open, self, None)
 
-    @rule(which=st.integers(0, 3), right_token=st.booleans())
+    @precondition(lambda self: len(self.clients) < MAX_CLIENTS)
+    @rule(which=st.integers(0, 7), everything=st.booleans())
+    def join(self, which: int, everything: bool) -> None:
+        """A new client joins the session another client is in, with its token."""
+        other = self.pick_client(which)
+        if other is None or other.session is None or other.token is None:
+            return
+        client = ModelClient(len(self.clients))
+        client.session, client.token, client.joiner = other.session, other.token, True
+        client.join_ack = 0 if everything else None
+        self.clients.append(client)
+        self.trio.run(client.open, self, other.token)
+
+    @rule(which=st.integers(0, 7), right_token=st.sampled_from([True, True, True, False]))
     def reconnect(self, which: int, right_token: bool) -> None:
         client = self.pick_client(which)
         if client is None or client.connected or client.session is None or client.gone:
             return
+        self._reconnect(client, right_token)
+
+    @rule(which=st.integers(0, 7))
+    def cut_and_resume(self, which: int) -> None:
+        """A connection drops and its client comes straight back."""
+        client = self.pick_client(which)
+        if client is None or client.session is None or client.gone:
+            return
+        if client.connected:
+            self._cut(client)
+        self._reconnect(client, True)
+
+    def _reconnect(self, client: ModelClient, right_token: bool) -> None:
+        assert client.session is not None
+        session_id = client.session
         token = client.token if right_token else "x" * 32
         before = len(client.errors)
-        live = self.manager.sessions.get(client.session)
-        exists = live is not None or client.session in self.store._snapshots
+        live = self.manager.sessions.get(session_id)
+        stored = self.trio.run(self.store.load, session_id) is not None
+        exists = live is not None or stored
         self.trio.run(client.open, self, token)
         if live is not None and live.state == "passivated":
             return  # being saved: the answer comes once it is in the store
+        if self.hook_mode != "ok" and live is None:
+            return  # brought back through hooks that are slow, fail or say unhealthy
         if not right_token:
             # a live or saved session refuses the token; an ended one is only a tombstone
             assert client.errors[before:] == (["bad_token"] if exists else ["terminated"])
@@ -300,20 +416,24 @@ class RuntimeModel(RuleBasedStateMachine):
         elif not exists:
             assert client.errors[before:] == ["terminated"]
 
-    @rule(which=st.integers(0, 3))
+    @rule(which=st.integers(0, 7))
     def cut(self, which: int) -> None:
         client = self.pick_client(which)
-        if client is not None and client.connected and client.channel is not None:
-            channel = client.channel
+        if client is not None and client.connected:
+            self._cut(client)
 
-            async def cut() -> None:
-                channel.cut()
-                client.connected = False
-                await trio.lowlevel.checkpoint()
+    def _cut(self, client: ModelClient) -> None:
+        channel = client.channel
+        assert channel is not None
 
-            self.trio.run(cut)
+        async def cut() -> None:
+            channel.cut()
+            client.connected = False
+            await trio.lowlevel.checkpoint()
 
-    @rule(which=st.integers(0, 3), count=st.integers(1, 3))
+        self.trio.run(cut)
+
+    @rule(which=st.integers(0, 7), count=st.integers(1, 3))
     def client_sends(self, which: int, count: int) -> None:
         client = self.pick_client(which)
         if client is None or not client.connected or client.channel is None:
@@ -328,7 +448,7 @@ class RuntimeModel(RuleBasedStateMachine):
 
         self.trio.run(send)
 
-    @rule(which=st.integers(0, 3))
+    @rule(which=st.integers(0, 7))
     def bye(self, which: int) -> None:
         client = self.pick_client(which)
         if client is not None and client.connected and client.channel is not None:
@@ -350,6 +470,12 @@ class RuntimeModel(RuleBasedStateMachine):
     def crash_app(self, which: int) -> None:
         self.command(which, "crash", None)
 
+    @rule(mode=st.sampled_from(HOOK_MODES))
+    def hooks_behave(self, mode: str) -> None:
+        """From now on, setup (run at every creation and rehydration) is quick, slow or
+        fails, and the health check passes or fails."""
+        self.hook_mode = mode
+
     @rule(which=st.integers(0, 5))
     def passivate(self, which: int) -> None:
         control = self.pick_app(which)
@@ -370,13 +496,27 @@ class RuntimeModel(RuleBasedStateMachine):
         self.manager.terminate(control.session.id, "admin")
         await trio.lowlevel.checkpoint()
 
-    @rule(seconds=st.sampled_from([0.5, 1.5, 5, 11, 31]))
+    @rule(seconds=st.sampled_from([0.5, 1.5, 5, 11, 31, 61]))
     def advance_time(self, seconds: float) -> None:
         async def advance() -> None:
             self.trio.clock.jump(seconds)
             await trio.lowlevel.checkpoint()
 
         self.trio.run(advance)
+
+    @precondition(lambda self: self.restarts < 2)
+    @rule()
+    def restart(self) -> None:
+        """The server shuts down in the middle of whatever is going on, and a new one
+        starts on the same store (for SQLite, the file is closed and opened again)."""
+        self.restarts += 1
+        self.trio.run(self._shut_down)
+        for client in self.clients:
+            assert not client.connected, "a shutdown closes every connection"
+        if self.STORE != "memory":
+            self.trio.run(self._close_store)
+            self.trio.run(self._open_store)
+        self.trio.run(self._open_manager)
 
     # -- invariants --------------------------------------------------------------------------
 
@@ -429,7 +569,10 @@ class RuntimeModel(RuleBasedStateMachine):
     @invariant()
     def messages_arrive_exactly_once_in_order(self) -> None:
         for client in self.clients:
-            assert client.seqs == list(range(1, len(client.seqs) + 1)), client.seqs
+            if client.seqs:
+                # a creator's stream starts at 1; a joiner's wherever the server began it
+                first = client.seqs[0] if client.joiner else 1
+                assert client.seqs == list(range(first, first + len(client.seqs))), client.seqs
         # Per session, across every incarnation (saved and brought back), per client.
         received: dict[tuple[str, str], list[int]] = {}
         for control in self.apps:
@@ -453,10 +596,17 @@ class RuntimeModel(RuleBasedStateMachine):
         self.trio.run(control.commands.send, (command, argument))
 
 
-RuntimeModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("MODEL_EXAMPLES", "150")),
-    stateful_step_count=40,
+class SQLiteRuntimeModel(RuntimeModel):
+    STORE = "sqlite"
+
+
+MODEL_SETTINGS = settings(
+    max_examples=examples(1000),
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+RuntimeModel.TestCase.settings = MODEL_SETTINGS
+SQLiteRuntimeModel.TestCase.settings = settings(MODEL_SETTINGS, max_examples=examples(60))
 TestRuntimeModel = RuntimeModel.TestCase
+TestRuntimeModelSQLite = SQLiteRuntimeModel.TestCase

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from statesession._timers import Timer, Timers
 
+from .helpers import examples
+
 # Each step: (delay before arming, timer's offset from then, disarm it after this delay?)
 # in tenths of a second, so that a disarm meant to come first is not a tie.
 steps = st.lists(
@@ -23,7 +25,7 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(steps)
 def test_timers_fire_once_each_at_their_time_unless_disarmed(plan: Any) -> None:
     log: list[tuple[str, float]] = []

@@ -26,7 +26,7 @@ import statesession
 from statesession import Channel, SessionConfig
 from statesession_websocket import WebsocketsChannel
 
-from .helpers import echo_app, live_tasks
+from .helpers import echo_app, examples, live_tasks
 from .transports import net_server
 
 
@@ -289,7 +289,7 @@ def _fragments(data: bytes, parts: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(steps=_steps, cuts=st.lists(st.integers(1, 700), min_size=1, max_size=10))
 def test_whatever_the_peer_sends_and_however_it_is_cut_arrives_whole(
     steps: list[tuple[str, Any, int]], cuts: list[int]
