@@ -529,8 +529,9 @@ class SessionManager:
 
     def _admit(self, principal: str | None, *, returning: bool = False) -> None:
         """Refuse a new or ``returning`` (passivated) session over the admission limits.
-        A returning session refused for a full server is told ``unavailable``: it lives
-        on in the store, and the same resume succeeds once there is room."""
+        A returning session refused for a full server, or for a principal at its limit,
+        is told ``unavailable``: it lives on in the store, and the same resume succeeds
+        once there is room."""
         config = self.config
         if len(self._sessions) - self._in_error >= config.max_sessions:
             raise ProtocolError(
@@ -543,10 +544,11 @@ class SessionManager:
             self._per_principal[principal] >= config.max_sessions_per_principal
         ):
             raise ProtocolError(
-                "session_limit",
+                "unavailable" if returning else "session_limit",
                 f"{principal!r} holds its limit of "
                 f"{plural(config.max_sessions_per_principal, 'session')} "
-                "(max_sessions_per_principal); close one first",
+                "(max_sessions_per_principal); close one first"
+                + (" (this one is saved, and can be resumed then)" if returning else ""),
                 fatal=True,
             )
 

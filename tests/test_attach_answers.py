@@ -139,6 +139,35 @@ async def test_full_server_answers_a_returning_session_unavailable(
         assert "max_sessions" in answer["message"]
 
 
+async def test_principal_at_its_limit_is_told_unavailable_for_a_returning_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A passivated session whose principal holds max_sessions_per_principal live sessions
+    is told unavailable (try again), not session_limit; the resume succeeds once the
+    principal has room."""
+    config = SessionConfig(max_sessions_per_principal=1)
+    async with serving(
+        config=config, store=MemoryStore(), authenticate=lambda auth: str(auth)
+    ) as served:
+        first = await (await served.peer()).hello(auth="alice")
+        served.manager.passivate(first["session"])
+        await trio.testing.wait_all_tasks_blocked()
+        other = await served.peer()
+        second = await other.hello(auth="alice")  # alice is at her limit again
+        assert second["type"] == "welcome"
+        peer = await served.peer()
+        await peer.send({**resume_frame(first), "auth": "alice"})
+        answer = await peer.receive()
+        assert (answer["code"], answer["fatal"]) == ("unavailable", True)
+        assert "max_sessions_per_principal" in answer["message"]
+        await other.send({"type": "bye"})
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(5)  # (its cleanup)
+        again = await served.peer()
+        await again.send({**resume_frame(first), "auth": "alice"})
+        assert (await again.receive())["type"] == "welcome"
+
+
 @asynccontextmanager
 async def switchable(store: MemoryStore) -> AsyncIterator[dict[str, Any]]:
     """A connect() that reaches whichever manager is current."""

@@ -285,9 +285,16 @@ class WebSocketTransport(WebSocketServing):
             # The HTTP upgrade gets the handshake timeout: a client that never finishes it
             # (slowloris) is dropped.
             with trio.move_on_after(config.handshake_timeout):
-                connection = await _open_server(
-                    nursery, self._server_stream(stream), max_frame=config.max_frame
-                )
+                try:
+                    connection = await _open_server(
+                        nursery, self._server_stream(stream), max_frame=config.max_frame
+                    )
+                except (ConnectionClosed, trio.BrokenResourceError, OSError) as exc:
+                    # The peer went away before its 101 could be written: ordinary, and
+                    # anyone can do it at will, so no more than a debug line.
+                    log.debug("%s went away during the upgrade: %r", peer_name(stream, "ws"), exc)
+                    nursery.cancel_scope.cancel()
+                    return
                 channel = WebSocketChannel(
                     connection,
                     stream,
