@@ -538,12 +538,15 @@ class Session:
             )
         clients = session._delivery.clients
         for message in snapshot.inbox:
+            # Taken as it was received, even from a client forgotten since (away longer
+            # than the window): the app gets it, as it would had the session stayed in
+            # memory; only a remembered client's share of the inbox counts it.
+            size = decoded_cost(encode_data(message.data)) + _MSG_ENVELOPE
+            session._incoming.append(
+                Message(client=message.client, seq=message.seq, data=message.data, size=size)
+            )
             cursor = clients.get(message.client)
-            if cursor is not None:  # (a client forgotten since has no cursor)
-                size = decoded_cost(encode_data(message.data)) + _MSG_ENVELOPE
-                session._incoming.append(
-                    Message(client=message.client, seq=message.seq, data=message.data, size=size)
-                )
+            if cursor is not None:
                 cursor.queued += 1
                 cursor.queued_bytes += size
         return session

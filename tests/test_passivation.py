@@ -15,6 +15,7 @@ import trio.testing
 
 import statesession
 from statesession import MemoryStore, Outcome, SessionConfig, SessionStore
+from statesession.testing import MemoryChannel
 
 from .helpers import RawPeer, Served, live_tasks, session_tasks
 from .helpers import serving as serving_without_store
@@ -440,3 +441,38 @@ async def test_passivated_sessions_leave_no_task_behind(
             assert session_tasks(welcome["session"]) == []
         # what is left are the test's own serve_channel tasks for the closed connections
         assert len(live_tasks()) <= baseline + 10
+
+
+async def test_passivation_keeps_untaken_messages_of_a_forgotten_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A message taken into the inbox from a client the session has since forgotten (away
+    longer than the window while another client kept it active) reaches the app after a
+    passivation and a resume, as it would had the session stayed in memory."""
+    gate = trio.Event()
+    taken: list[Any] = []
+
+    async def gated(session: statesession.Session) -> None:
+        await gate.wait()
+        async for message in session:
+            taken.append(message.data)
+
+    config = SessionConfig(reconnect_window=1, heartbeat_interval=1, heartbeat_timeout=30)
+    async with serving(gated, config=config) as served:
+        _staying, welcome = await served.new_session()
+        leaving = await served.peer()
+        joined = await leaving.hello(session=welcome["session"], token=welcome["token"])
+        assert joined["type"] == "welcome"
+        await leaving.send({"type": "msg", "seq": 1, "data": "from the one who left"})
+        await trio.testing.wait_all_tasks_blocked()
+        assert isinstance(leaving.channel, MemoryChannel)
+        leaving.channel.cut()
+        await trio.sleep(3)  # the session forgets the client that left
+        session = served.manager.sessions[welcome["session"]]
+        assert joined["client"] not in session._delivery.clients
+        assert served.manager.passivate(welcome["session"])
+        await session._wait_gone()
+        await resume(served, welcome, ack=0)
+        gate.set()
+        await trio.sleep(1)
+        assert taken == ["from the one who left"]
