@@ -445,7 +445,13 @@ class Client:
             # client): number on from what the server has received, or the next
             # messages would be dropped as duplicates of the old process's.
             self._next_seq = received + 1
-        self._out_seq = self._pending[0][0] if self._pending else self._next_seq
+        # Resend what the server has not received; what it received and the app has not
+        # taken yet stays pending (unacknowledged) but is not sent again.
+        self._out_seq = (
+            min(max(self._pending[0][0], received + 1), self._next_seq)
+            if self._pending
+            else self._next_seq
+        )
         self._acked_sent = self._received
         self._ack_asked = False
         self._control.clear()

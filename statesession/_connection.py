@@ -45,6 +45,7 @@ from ._protocol import (
     decoded_cost,
     encode_frame,
     error_text,
+    peek_msg_seq,
 )
 from ._timers import Timer
 
@@ -66,6 +67,15 @@ BAD_FRAMES_PER_SECOND = 1.0
 _DECODE_FIRST = 4096
 #: The reader yields to other tasks after this many frames.
 _YIELD_EVERY = 16
+
+
+def _resent(text: str | bytes, cursor: ClientCursor) -> bool:
+    """Whether a frame reads as a ``msg`` the session already received: a resend, which
+    is dropped (and acknowledged again) without room in the inbox, so it must not wait
+    for room -- the acks queued behind it would not be read, and the client's window
+    would not open again."""
+    seq = peek_msg_seq(text)
+    return seq is not None and seq <= cursor.received
 
 
 class Connection:
@@ -350,12 +360,14 @@ class Connection:
                             size > _DECODE_FIRST
                             and cursor is not None
                             and session._inbox_full(cursor, size)
+                            and not _resent(text, cursor)
                         ):
                             # Past its share of the inbox the client is not read until
                             # the app catches up: a large frame waits before it is
                             # decoded, so that what waits is its text, not the (many
                             # times larger) decoded data. (A small one -- an ack, a
-                            # ping -- is decoded and handled; a msg then waits.)
+                            # ping -- is decoded and handled; a msg then waits. So
+                            # does a large msg that only looked like a resend.)
                             await session._inbox_room(cursor, size)
                         try:
                             frame = decode_client_frame(text, max_frame=max_frame)

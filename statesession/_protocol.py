@@ -16,6 +16,7 @@ ASCII-only JSON, so a frame's length in characters is its length in bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias, TypeVar
 
@@ -306,6 +307,19 @@ def encode_msg(seq: int, data: Any, *, max_frame: int) -> str:
             "split the message or raise max_frame"
         )
     return text
+
+
+_MSG_SEQ = re.compile(rb'\s*\{\s*"type"\s*:\s*"msg"\s*,\s*"seq"\s*:\s*(\d{1,16})\s*[,}]')
+
+
+def peek_msg_seq(text: str | bytes) -> int | None:
+    """The ``seq`` of a ``msg`` frame read from its first bytes, without decoding it, when
+    it starts the usual way (``{"type":"msg","seq":N``, as every client written against
+    this protocol sends it); ``None`` otherwise. A hint, not a decode: the frame's real
+    seq is what :func:`decode_client_frame` says."""
+    head = text[:64]
+    found = _MSG_SEQ.match(head.encode() if isinstance(head, str) else head)
+    return int(found.group(1)) if found is not None else None
 
 
 def error_text(error: ProtocolError) -> str:

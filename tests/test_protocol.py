@@ -249,3 +249,18 @@ def test_decode_keeps_numbers_that_round_to_zero_or_are_large_but_finite() -> No
         '{"type":"msg","seq":1,"data":[1e-400,1.5e308,-2.5]}', max_frame=LIMIT
     )
     assert frame == MsgFrame(seq=1, data=[0.0, 1.5e308, -2.5])
+
+
+def test_peek_msg_seq_reads_the_usual_start_of_a_msg_frame_only() -> None:
+    """peek_msg_seq reads the seq of a msg frame written the usual way, compact or
+    spaced, str or bytes, and says nothing about any other frame."""
+    from statesession._protocol import peek_msg_seq
+
+    assert peek_msg_seq('{"type":"msg","seq":12,"data":"x"}') == 12
+    assert peek_msg_seq(b'{"type": "msg", "seq": 7, "data": 1}') == 7
+    assert peek_msg_seq(' {"type":"msg","seq":3}') == 3
+    assert peek_msg_seq('{"seq":12,"type":"msg","data":"x"}') is None
+    assert peek_msg_seq('{"type":"ack","seq":12}') is None
+    assert peek_msg_seq('{"type":"msg","seq":-1,"data":0}') is None
+    assert peek_msg_seq('{"type":"msg","seq":' + "9" * 40 + "}") is None
+    assert peek_msg_seq("not json") is None
