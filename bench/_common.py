@@ -21,10 +21,16 @@ if TYPE_CHECKING:
     import statesession
 
 
-#: Every client of a benchmark comes from 127.0.0.1: the per-peer limit on new anonymous
-#: sessions (meant for one client machine among many) would refuse the crowd, as it
-#: would behind a proxy that hides its clients' addresses.
-ONE_PEER_FOR_ALL = {"peer_session_burst": 10**9, "peer_session_rate": 1e9}
+#: Every client of a benchmark comes from 127.0.0.1: the per-peer limits on new anonymous
+#: sessions and on connections waiting for their welcome (meant for one client machine
+#: among many) would refuse the crowd, as they would behind a proxy that hides its
+#: clients' addresses.
+ONE_PEER_FOR_ALL = {
+    "peer_session_burst": 10**9,
+    "peer_session_rate": 1e9,
+    "peer_handshakes": 10**9,
+    "max_handshakes": 10**9,
+}
 
 
 class BenchError(Exception):

@@ -269,6 +269,27 @@ class SessionConfig:
         default=20,
         validator=_positive_int,
     )
+    peer_handshakes: int = attrs.field(
+        metadata={
+            "help": (
+                "Most connections one peer address may have waiting for their welcome "
+                "(each may hold up to max_frame of its hello); past it a connection is "
+                "refused unavailable."
+            )
+        },
+        default=16,
+        validator=_positive_int,
+    )
+    max_handshakes: int = attrs.field(
+        metadata={
+            "help": (
+                "Most connections waiting for their welcome, from every peer together; past "
+                "it a connection is refused unavailable."
+            )
+        },
+        default=1000,
+        validator=_positive_int,
+    )
 
     window_expiry: WindowExpiry = attrs.field(
         metadata={

@@ -125,6 +125,7 @@ class SessionManager:
         self._per_principal: Counter[str] = Counter()
         self._tombstones: OrderedDict[str, str] = OrderedDict()
         self._handshakes: set[trio.CancelScope] = set()
+        self._peer_handshakes: dict[str, int] = {}  # peer address -> handshakes waiting
         self._observers: list[Observer] = []
         self._closing = False
         #: Sessions flagged in `error`: kept for inspection, not counted against limits.
@@ -219,7 +220,9 @@ class SessionManager:
         try:
             with trio.CancelScope() as handshake:
                 self._handshakes.add(handshake)
+                address: str | None = None
                 try:
+                    address = self._count_handshake(channel.peer_address)
                     connection = await self._handshake(channel)
                 except ProtocolError as exc:
                     self._refused += 1
@@ -241,6 +244,8 @@ class SessionManager:
                     return
                 finally:
                     self._handshakes.discard(handshake)
+                    if address is not None:
+                        self._uncount_handshake(address)
             shut_out = handshake.cancelled_caught
             del handshake  # (not held while the connection runs)
             if shut_out:
@@ -477,6 +482,39 @@ class SessionManager:
             "saving it (a crash); its state is lost",
             fatal=True,
         )
+
+    def _count_handshake(self, address: str | None) -> str | None:
+        """Count a connection waiting for its welcome (already in ``_handshakes``), or
+        refuse it ``unavailable`` past ``max_handshakes`` in all or ``peer_handshakes``
+        from its peer address: each may hold up to ``max_frame`` of a hello. Returns the
+        address counted, for :meth:`_uncount_handshake`."""
+        config = self.config
+        if len(self._handshakes) > config.max_handshakes:
+            raise ProtocolError(
+                "unavailable",
+                f"the server has {plural(config.max_handshakes, 'connection')} waiting for "
+                "their welcome (max_handshakes); try again later",
+                fatal=True,
+            )
+        if address is None:
+            return None
+        waiting = self._peer_handshakes.get(address, 0)
+        if waiting >= config.peer_handshakes:
+            raise ProtocolError(
+                "unavailable",
+                f"{address} has {plural(waiting, 'connection')} waiting for their welcome "
+                "(peer_handshakes); try again once they are answered",
+                fatal=True,
+            )
+        self._peer_handshakes[address] = waiting + 1
+        return address
+
+    def _uncount_handshake(self, address: str) -> None:
+        waiting = self._peer_handshakes[address] - 1
+        if waiting:
+            self._peer_handshakes[address] = waiting
+        else:
+            del self._peer_handshakes[address]
 
     def _admit_peer(self, address: str | None) -> None:
         """Refuse an anonymous new session from a peer address over its rate (a token

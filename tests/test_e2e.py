@@ -223,6 +223,8 @@ async def test_e2e_a_thousand_connections_at_once_leak_nothing(transport: str) -
         heartbeat_timeout=60.0,
         handshake_timeout=30.0,
         peer_session_burst=2000,
+        peer_handshakes=2000,
+        max_handshakes=2000,
     )
     async with net_server(transport, echo, config=config) as server:
         loaded = statesession.load_transport(transport)

@@ -5,14 +5,18 @@ hold"): measured as the server process's resident set, over real TCP."""
 from __future__ import annotations
 
 import json
+import os
+import struct
 from pathlib import Path
 
+import pytest
 import trio
 
 from statesession._protocol import MAX_VALUES
 from statesession_tcp import FrameDecoder, encode_frame
 
 from .helpers import start_server
+from .transports import RawWebSocket
 
 MiB = 1024 * 1024
 #: Documented: a session whose app takes nothing holds about inbox_bytes (1 MiB) plus
@@ -99,3 +103,73 @@ async def test_memory_frames_just_under_the_limits_stay_bounded(tmp_path: Path) 
     dense = "[" + ",".join(["{}"] * (MAX_VALUES - 8)) + "]"
     grown = await measure(tmp_path, [msg(seq, dense) for seq in range(1, 31)])
     assert grown < CONNECTIONS * PER_CONNECTION, f"grew {grown / MiB:.0f} MiB"
+
+
+#: A fragmented text message as small as its parts can be: one 4-byte character each,
+#: 250,000 of them (just under max_frame, 1 MiB), all but the last sent.
+FRAGMENTS = 250_000
+EMOJI = "\N{GRINNING FACE}".encode()
+
+
+def fragments(count: int) -> bytes:
+    """``count`` masked frames of a text message that never ends: TEXT, then CONTs."""
+    mask = os.urandom(4)
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(EMOJI))
+    frame = struct.pack("!BB", 0x00, 0x80 | len(EMOJI)) + mask + payload  # CONT, fin=0
+    first = struct.pack("!BB", 0x01, 0x80 | len(EMOJI)) + mask + payload  # TEXT, fin=0
+    return first + frame * (count - 1)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "websockets"])
+async def test_memory_a_message_in_tiny_fragments_holds_its_bytes_only(
+    transport: str, tmp_path: Path
+) -> None:
+    """A text message sent in 250,000 one-character fragments, before any hello, makes
+    the server hold about its bytes (1 MiB), not a Python object per fragment (some
+    100 bytes each: 24 MiB)."""
+    (tmp_path / "takes_nothing.py").write_text(APP)
+    process, url, _ = await start_server(
+        "takes_nothing:main",
+        "--transport",
+        transport,
+        "--store",
+        "memory",
+        "--handshake-timeout",
+        "120",
+        cwd=tmp_path,
+    )
+    connections = 2
+    try:
+        sockets = [await RawWebSocket.connect(url) for _ in range(connections)]
+        await trio.sleep(0.5)
+        before = rss(process.pid)
+        blob = fragments(FRAGMENTS)
+        async with trio.open_nursery() as nursery:
+            for raw in sockets:
+                nursery.start_soon(raw.stream.send_all, blob)
+        # The server has read what the sockets hold once its CPU time stops growing.
+        await _until_idle(process.pid)
+        grown = rss(process.pid) - before
+        for raw in sockets:
+            await raw.stream.aclose()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert grown < connections * 4 * MiB, f"grew {grown / MiB:.1f} MiB"
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+async def _until_idle(pid: int) -> None:
+    """Wait until the process has used no CPU for a quarter of a second."""
+    with trio.fail_after(120):
+        last = _cpu_ticks(pid)
+        while True:
+            await trio.sleep(0.25)
+            now = _cpu_ticks(pid)
+            if now == last:
+                return
+            last = now

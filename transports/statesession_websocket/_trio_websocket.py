@@ -67,11 +67,16 @@ class _Connection(WebSocketConnection):
     with a close frame when wsproto cannot accept what the peer sent (see the module's
     docstring). Its reader task calls the two handlers overridden here."""
 
-    def __init__(self, stream: Stream, ws_connection: WSConnection, **options: Any) -> None:
-        super().__init__(stream, ws_connection, **options)
+    def __init__(
+        self, stream: Stream, ws_connection: WSConnection, *, max_frame: int, **options: Any
+    ) -> None:
+        super().__init__(stream, ws_connection, max_message_size=max_frame, **options)
         self.peer = peer_name(stream, "ws")
         #: Why this side failed the connection, if it did.
         self.refused: str | None = None
+        self._max_frame = max_frame
+        #: The UTF-8 bytes of a message that came in more than one event, so far.
+        self._gathered: bytearray | None = None
 
     async def _refuse(self, code: int, why: str, reason: str = NOT_TEXT) -> NoReturn:
         """Fail the connection (RFC 6455, section 7.1.7): send a close frame with ``code``
@@ -90,9 +95,44 @@ class _Connection(WebSocketConnection):
         raise ConnectionClosed(self._close_reason)  # ends the reader task's loop
 
     async def _handle_message_event(self, event: BytesMessage | TextMessage) -> None:
+        """Take a message event: a whole message (the usual case) is passed on as it is;
+        the parts of one that came in several events (fragments, or a frame split over
+        reads) are gathered as UTF-8 bytes in one buffer, so that what a message holds
+        before it is whole is its bytes, however many parts they came in -- never a
+        Python string per part (which costs some 60 bytes each, and a peer chooses how
+        many). Either way, more than ``max_frame`` bytes fails the connection with 1009."""
         if isinstance(event, BytesMessage):
             await self._refuse(UNSUPPORTED_DATA, "sent a binary message")
-        await super()._handle_message_event(event)
+        data = event.data
+        gathered = self._gathered
+        if gathered is None and event.message_finished:
+            if len(data) > self._max_frame or (
+                not data.isascii() and len(data.encode()) > self._max_frame
+            ):
+                await self._too_big()
+            await self._pass_on(data)
+            return
+        if gathered is None:
+            gathered = self._gathered = bytearray()
+        gathered += data.encode()
+        if len(gathered) > self._max_frame:
+            self._gathered = None
+            await self._too_big()
+        if event.message_finished:
+            self._gathered = None
+            await self._pass_on(gathered.decode())
+
+    async def _too_big(self) -> NoReturn:
+        await self._refuse(
+            MESSAGE_TOO_BIG,
+            "sent a message over max_frame",
+            f"a message is at most {self._max_frame} bytes",
+        )
+
+    async def _pass_on(self, message: str) -> None:
+        # (The receiving end is closed once this side closed the channel: nothing to do.)
+        with suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            await self._send_channel.send(message)
 
     async def _handle_close_connection_event(self, event: CloseConnection) -> None:
         if self._wsproto.state is ConnectionState.OPEN:
@@ -112,7 +152,7 @@ async def _open_server(
     connection = _Connection(
         stream,
         WSConnection(ConnectionType.SERVER),
-        max_message_size=max_frame,
+        max_frame=max_frame,
         receive_buffer_size=RECEIVE_SIZE,
     )
     nursery.start_soon(connection._reader_task)
@@ -131,7 +171,7 @@ async def _open_client(
         WSConnection(ConnectionType.CLIENT),
         host=host,
         path=path,
-        max_message_size=max_frame,
+        max_frame=max_frame,
         receive_buffer_size=RECEIVE_SIZE,
     )
     upgraded = connection._open_handshake
@@ -205,17 +245,17 @@ class WebSocketChannel(Channel):
     ) -> ChannelBrokenError | ChannelClosedError | FrameTooLargeError:
         if self._closed:
             return ChannelClosedError(f"{self._peer} was closed by this side")
-        refused = getattr(self.connection, "refused", None)
-        if refused is not None:
-            return ChannelBrokenError(f"{self._peer} {refused}")
         reason = exc.reason
-        if reason is None:
-            return ChannelBrokenError(f"{self._peer}: the connection broke")
-        detail = f": {reason.reason}" if reason.reason else ""
-        if reason.code == MESSAGE_TOO_BIG and receiving:
+        if reason is not None and reason.code == MESSAGE_TOO_BIG and receiving:
             # 1009 (Message Too Big): a frame over a limit -- ours (max_frame) or the
             # peer's -- ended the connection.
             return FrameTooLargeError(None, self._max_frame)
+        refused = getattr(self.connection, "refused", None)
+        if refused is not None:
+            return ChannelBrokenError(f"{self._peer} {refused}")
+        if reason is None:
+            return ChannelBrokenError(f"{self._peer}: the connection broke")
+        detail = f": {reason.reason}" if reason.reason else ""
         return ChannelBrokenError(
             f"{self._peer}: the connection was closed ({reason.code} {reason.name}{detail})"
         )

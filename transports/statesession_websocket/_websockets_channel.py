@@ -122,7 +122,7 @@ class WebsocketsChannel(Channel):
         self._messages: list[str] = []
         self._next = 0
         #: The parts of a fragmented text message being received.
-        self._fragments: list[bytes] = []
+        self._fragments = bytearray()
         #: Why this side failed the connection (what the peer sent was not text).
         self._refused: str | None = None
         self._writing = False
@@ -177,15 +177,17 @@ class WebsocketsChannel(Channel):
             opcode = event.opcode
             if opcode is TEXT:
                 if not event.fin:
-                    self._fragments = [bytes(event.data)]
+                    # A fragmented message is gathered in one buffer: what it holds is
+                    # its bytes, however many fragments they came in (the protocol
+                    # bounds the bytes by max_frame).
+                    self._fragments = bytearray(event.data)
                     continue
-                data = bytes(event.data)
+                data: bytes | bytearray = bytes(event.data)
             elif opcode is CONT:
-                self._fragments.append(bytes(event.data))
+                self._fragments += event.data
                 if not event.fin:
                     continue
-                data = b"".join(self._fragments)
-                self._fragments = []
+                data, self._fragments = self._fragments, bytearray()
             elif opcode is BINARY:
                 self._refuse(UNSUPPORTED_DATA, "sent a binary message")
                 return
