@@ -54,6 +54,8 @@ def _positive_or_never(instance: Any, attribute: attrs.Attribute[Any], value: An
 #: The largest integer a limit may be: what every JSON peer holds exactly (2**53), since
 #: the welcome carries some of them.
 MAX_INT = 2**53
+#: The smallest max_frame: a welcome (about 350 bytes) must fit in a frame.
+MIN_FRAME = 512
 
 
 def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -65,6 +67,15 @@ def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) ->
         raise ConfigError(
             f"SessionConfig.{attribute.name} must be at most 2**53 (what every JSON peer "
             f"holds exactly), got {value!r}"
+        )
+
+
+def _frame_size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _positive_int(instance, attribute, value)
+    if value < MIN_FRAME:
+        raise ConfigError(
+            f"SessionConfig.{attribute.name} must be at least {MIN_FRAME} (a welcome must "
+            f"fit in a frame), got {value}"
         )
 
 
@@ -119,9 +130,14 @@ class SessionConfig:
         validator=_positive,
     )
     max_frame: int = attrs.field(
-        metadata={"help": "Largest frame, in bytes, accepted from or sent to a peer."},
+        metadata={
+            "help": (
+                "Largest frame, in bytes, accepted from or sent to a peer (at least 512: a "
+                "welcome must fit)."
+            )
+        },
         default=MiB,
-        validator=_positive_int,
+        validator=_frame_size,
     )
     buffer_messages: int = attrs.field(
         metadata={

@@ -37,6 +37,7 @@ def test_config_is_frozen() -> None:
         ("heartbeat_interval", "10", "positive number, got '10'"),
         ("handshake_timeout", True, "positive number"),
         ("max_frame", 1.5, "max_frame must be a positive integer"),
+        ("max_frame", 10, r"max_frame must be at least 512 \(a welcome must fit"),
         ("buffer_messages", 0, "positive integer"),
         ("cancel_grace", -1, "zero or a positive number"),
         ("overflow", "drop", "overflow must be one of 'backpressure', 'drop_oldest'"),

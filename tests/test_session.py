@@ -967,17 +967,17 @@ async def test_session_send_checks_the_exact_frame_size(
 
     async def app(session: statesession.Session) -> None:
         envelope = len('{"type":"msg","seq":1,"data":""}')
-        await session.send("x" * (200 - envelope))
+        await session.send("x" * (512 - envelope))
         results.append("fit")
         try:
-            await session.send("x" * (200 - envelope + 1))
+            await session.send("x" * (512 - envelope + 1))
         except statesession.MessageTooLargeError as exc:
             results.append(str(exc))
         await trio.sleep_forever()
 
-    async with serving(app, config=SessionConfig(max_frame=200, buffer_bytes=1000)) as served:
+    async with serving(app, config=SessionConfig(max_frame=512, buffer_bytes=1000)) as served:
         peer, _ = await served.new_session()
-        assert len(json.dumps(await peer.receive_type("msg"), separators=(",", ":"))) == 200
+        assert len(json.dumps(await peer.receive_type("msg"), separators=(",", ":"))) == 512
         await trio.testing.wait_all_tasks_blocked()
     assert results[0] == "fit"
-    assert "frame of 201 bytes is over max_frame (200 bytes)" in results[1]
+    assert "frame of 513 bytes is over max_frame (512 bytes)" in results[1]
