@@ -24,7 +24,7 @@ import trio.testing
 from _common import idle_app
 
 import statesession
-from statesession._connection import WRITER_IDLE
+from statesession._runtime.connection import WRITER_IDLE
 from statesession.testing import memory_channel_pair
 
 #: Seconds every connection is left idle before memory is measured (--idle): long enough

@@ -15,7 +15,7 @@ DOCS = Path(__file__).resolve().parent
 
 
 def _lifecycle() -> str:
-    from statesession._diagram import lifecycle_diagram
+    from statesession._lifecycle.diagram import lifecycle_diagram
 
     return "```mermaid\n" + lifecycle_diagram("mermaid") + "```\n"
 

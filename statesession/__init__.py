@@ -13,72 +13,72 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._channel import Channel as Channel
-from ._chart import SessionChart as SessionChart
-from ._config import SessionConfig as SessionConfig
-from ._exceptions import ChannelBrokenError as ChannelBrokenError
-from ._exceptions import ChannelClosedError as ChannelClosedError
-from ._exceptions import ChannelError as ChannelError
-from ._exceptions import ConfigError as ConfigError
-from ._exceptions import CorruptSnapshotError as CorruptSnapshotError
-from ._exceptions import FrameTooLargeError as FrameTooLargeError
-from ._exceptions import LifecycleError as LifecycleError
-from ._exceptions import MessageTooLargeError as MessageTooLargeError
-from ._exceptions import ProtocolError as ProtocolError
-from ._exceptions import RemoteError as RemoteError
-from ._exceptions import ResumeGapError as ResumeGapError
-from ._exceptions import SessionClosedError as SessionClosedError
-from ._exceptions import StateSessionError as StateSessionError
-from ._exceptions import StoreError as StoreError
-from ._exceptions import StoreVersionError as StoreVersionError
-from ._exceptions import TransportError as TransportError
-from ._report import CleanupItem as CleanupItem
-from ._report import CleanupReport as CleanupReport
-from ._report import Outcome as Outcome
-from ._snapshot import LogEntry as LogEntry
-from ._snapshot import SessionRecord as SessionRecord
-from ._snapshot import Snapshot as Snapshot
+from ._core.channel import Channel as Channel
+from ._core.config import SessionConfig as SessionConfig
+from ._core.exceptions import ChannelBrokenError as ChannelBrokenError
+from ._core.exceptions import ChannelClosedError as ChannelClosedError
+from ._core.exceptions import ChannelError as ChannelError
+from ._core.exceptions import ConfigError as ConfigError
+from ._core.exceptions import CorruptSnapshotError as CorruptSnapshotError
+from ._core.exceptions import FrameTooLargeError as FrameTooLargeError
+from ._core.exceptions import LifecycleError as LifecycleError
+from ._core.exceptions import MessageTooLargeError as MessageTooLargeError
+from ._core.exceptions import ProtocolError as ProtocolError
+from ._core.exceptions import RemoteError as RemoteError
+from ._core.exceptions import ResumeGapError as ResumeGapError
+from ._core.exceptions import SessionClosedError as SessionClosedError
+from ._core.exceptions import StateSessionError as StateSessionError
+from ._core.exceptions import StoreError as StoreError
+from ._core.exceptions import StoreVersionError as StoreVersionError
+from ._core.exceptions import TransportError as TransportError
+from ._core.report import CleanupItem as CleanupItem
+from ._core.report import CleanupReport as CleanupReport
+from ._core.report import Outcome as Outcome
+from ._core.snapshot import LogEntry as LogEntry
+from ._core.snapshot import SessionRecord as SessionRecord
+from ._core.snapshot import Snapshot as Snapshot
+from ._lifecycle.chart import SessionChart as SessionChart
 
 if TYPE_CHECKING:
-    from ._client import Backoff as Backoff
-    from ._client import Client as Client
-    from ._client import ClientStatistics as ClientStatistics
-    from ._client import open_client as open_client
-    from ._manager import ManagerStatistics as ManagerStatistics
-    from ._manager import SessionManager as SessionManager
-    from ._manager import open_manager as open_manager
-    from ._session import Message as Message
-    from ._session import Session as Session
-    from ._session import SessionStatistics as SessionStatistics
-    from ._store import MemoryStore as MemoryStore
-    from ._store import SessionStore as SessionStore
-    from ._store import StoreStatistics as StoreStatistics
-    from ._store import open_store as open_store
-    from ._transport import Transport as Transport
-    from ._transport import load_transport as load_transport
-    from ._transport import serve as serve
+    from ._client.client import Backoff as Backoff
+    from ._client.client import Client as Client
+    from ._client.client import ClientStatistics as ClientStatistics
+    from ._client.client import open_client as open_client
+    from ._runtime.manager import ManagerStatistics as ManagerStatistics
+    from ._runtime.manager import SessionManager as SessionManager
+    from ._runtime.manager import open_manager as open_manager
+    from ._runtime.session import Message as Message
+    from ._runtime.session import Session as Session
+    from ._runtime.session import SessionStatistics as SessionStatistics
+    from ._runtime.transport import Transport as Transport
+    from ._runtime.transport import load_transport as load_transport
+    from ._runtime.transport import serve as serve
+    from ._stores.port import MemoryStore as MemoryStore
+    from ._stores.port import SessionStore as SessionStore
+    from ._stores.port import StoreStatistics as StoreStatistics
+    from ._stores.port import open_store as open_store
 
 __version__ = "0.1.0.dev0"
 
 #: Runtime names, loaded with trio on first access.
 _DRIVER = {
-    "Backoff": "._client",
-    "Client": "._client",
-    "ClientStatistics": "._client",
-    "open_client": "._client",
-    "ManagerStatistics": "._manager",
-    "SessionManager": "._manager",
-    "open_manager": "._manager",
-    "Message": "._session",
-    "Session": "._session",
-    "SessionStatistics": "._session",
-    "MemoryStore": "._store",
-    "SessionStore": "._store",
-    "StoreStatistics": "._store",
-    "open_store": "._store",
-    "Transport": "._transport",
-    "load_transport": "._transport",
-    "serve": "._transport",
+    "Backoff": "._client.client",
+    "Client": "._client.client",
+    "ClientStatistics": "._client.client",
+    "open_client": "._client.client",
+    "ManagerStatistics": "._runtime.manager",
+    "SessionManager": "._runtime.manager",
+    "open_manager": "._runtime.manager",
+    "Message": "._runtime.session",
+    "Session": "._runtime.session",
+    "SessionStatistics": "._runtime.session",
+    "MemoryStore": "._stores.port",
+    "SessionStore": "._stores.port",
+    "StoreStatistics": "._stores.port",
+    "open_store": "._stores.port",
+    "Transport": "._runtime.transport",
+    "load_transport": "._runtime.transport",
+    "serve": "._runtime.transport",
 }
 
 

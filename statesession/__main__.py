@@ -1,5 +1,5 @@
 """``python -m statesession`` is the ``statesession`` command."""
 
-from ._cli import main
+from ._cli.main import main
 
 raise SystemExit(main())

@@ -9,7 +9,7 @@ import trio.testing
 
 import statesession
 from statesession import Outcome
-from statesession._connection import Connection
+from statesession._runtime.connection import Connection
 
 from .helpers import serving, session_tasks
 

@@ -16,14 +16,14 @@ from statemachine.engines.sync import SyncEngine
 from statemachine.exceptions import TransitionNotAllowed
 
 from statesession import LifecycleError, SessionChart
-from statesession._chart import (
+from statesession._lifecycle.chart import (
     EXTERNAL_EVENTS,
     FINAL_STATES,
     STATES,
     BaseLifecycle,
     ChartLifecycle,
 )
-from statesession._lifecycle import Lifecycle
+from statesession._lifecycle.compiled import Lifecycle
 
 
 @pytest.fixture(params=[Lifecycle, ChartLifecycle], ids=["compiled", "engine"])

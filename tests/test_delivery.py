@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from statesession import ProtocolError
-from statesession._delivery import Delivery, ReplayBuffer
+from statesession._core.delivery import Delivery, ReplayBuffer
 
 
 def frame(n: int, size: int = 10) -> str:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from statesession._fifo import Fifo
+from statesession._core.fifo import Fifo
 
 
 class FifoModel(RuleBasedStateMachine):

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from statemachine import State, StateChart
 
 from statesession import LifecycleError, SessionChart
-from statesession._chart import EXTERNAL_EVENTS, STATES, BaseLifecycle, ChartLifecycle
-from statesession._lifecycle import Lifecycle, compile_chart
+from statesession._lifecycle.chart import EXTERNAL_EVENTS, STATES, BaseLifecycle, ChartLifecycle
+from statesession._lifecycle.compiled import Lifecycle, compile_chart
 
 from .helpers import examples
 

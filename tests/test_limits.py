@@ -14,7 +14,7 @@ import trio.testing
 
 import statesession
 from statesession import Channel, MemoryStore, ProtocolError, SessionConfig
-from statesession._protocol import MAX_DEPTH, MAX_VALUES, decode_client_frame
+from statesession._core.codec import MAX_DEPTH, MAX_VALUES, decode_client_frame
 from statesession.testing import MemoryChannel, memory_channel_pair
 
 from .helpers import RawPeer, Served, serving

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statesession import MessageTooLargeError, ProtocolError
-from statesession._protocol import MAX_SEQ, encode_msg
+from statesession._core.codec import MAX_SEQ, encode_msg
 from statesession.protocol import (
     ERROR_CODES,
     RETRYABLE_CODES,
@@ -254,7 +254,7 @@ def test_decode_keeps_numbers_that_round_to_zero_or_are_large_but_finite() -> No
 def test_peek_msg_seq_reads_the_usual_start_of_a_msg_frame_only() -> None:
     """peek_msg_seq reads the seq of a msg frame written the usual way, compact or
     spaced, str or bytes, and says nothing about any other frame."""
-    from statesession._protocol import peek_msg_seq
+    from statesession._core.codec import peek_msg_seq
 
     assert peek_msg_seq('{"type":"msg","seq":12,"data":"x"}') == 12
     assert peek_msg_seq(b'{"type": "msg", "seq": 7, "data": 1}') == 7

@@ -14,7 +14,7 @@ import trio.testing
 
 import statesession
 from statesession import LogEntry
-from statesession._replay import check_history
+from statesession._lifecycle.replay import check_history
 
 from .helpers import serving
 
@@ -143,7 +143,7 @@ async def test_cli_sessions_and_replay_read_a_store(
 def test_session_ids_never_begin_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     """An id beginning with '-' would be taken for an option on a command line
     (``statesession replay ID``): such a draw is thrown away."""
-    from statesession import _util
+    from statesession._core import util as _util
 
     draws = iter(["-looks-like-a-flag", "fine-id"])
     monkeypatch.setattr(_util.secrets, "token_urlsafe", lambda nbytes: next(draws))

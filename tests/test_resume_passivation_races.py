@@ -10,7 +10,7 @@ import trio.testing
 
 import statesession
 from statesession import SessionConfig
-from statesession._store import MemoryStore
+from statesession._stores.port import MemoryStore
 
 from .helpers import serving
 

@@ -378,7 +378,7 @@ async def test_session_replay_goes_out_in_batches(
 ) -> None:
     """Resuming replays what is buffered with a few send_many calls of about BATCH_BYTES
     each, not one send per message, and in order."""
-    from statesession._connection import BATCH_BYTES
+    from statesession._runtime.connection import BATCH_BYTES
 
     async def app(session: statesession.Session) -> None:
         async for message in session:
@@ -451,7 +451,7 @@ async def test_session_idle_connection_holds_no_writer_task(
 ) -> None:
     """A connection's writer ends after WRITER_IDLE seconds with nothing to send; the
     next frame to send -- a message, a ping -- starts another, and nothing is lost."""
-    from statesession._connection import WRITER_IDLE
+    from statesession._runtime.connection import WRITER_IDLE
 
     def writers() -> int:
         return sum("_write_loop" in task.name for task in live_tasks())

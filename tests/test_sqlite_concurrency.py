@@ -13,8 +13,8 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from statesession import _sqlite as sqlite_store
 from statesession import open_store
+from statesession._stores import sqlite as sqlite_store
 
 #: Counts to 200,000 after waiting in ``hold()``: the statement is running, in a loop that
 #: checks for an interrupt, until the test lets it go.

@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from statesession import StoreError, open_store
-from statesession import _sqlite as sqlite_store
+from statesession._stores import sqlite as sqlite_store
 
 from .test_store import record, snapshot
 

@@ -15,8 +15,8 @@ import trio.lowlevel
 
 import statesession
 from statesession import MemoryStore, SessionStore, StoreStatistics, open_store
-from statesession import _sqlite as sqlite_store
-from statesession._snapshot import encode_snapshot
+from statesession._core.snapshot import encode_snapshot
+from statesession._stores import sqlite as sqlite_store
 
 from .test_store import record, snapshot
 

@@ -25,8 +25,8 @@ from statesession import (
     StoreVersionError,
     open_store,
 )
-from statesession import _sqlite as sqlite_store
-from statesession._snapshot import ClientState, decode_snapshot, encode_snapshot
+from statesession._core.snapshot import ClientState, decode_snapshot, encode_snapshot
+from statesession._stores import sqlite as sqlite_store
 
 
 def snapshot(session_id: str = "s1", **changes: object) -> Snapshot:
@@ -389,4 +389,4 @@ async def test_sqlite_store_prunes_by_age(tmp_path: Path) -> None:
 
 
 def test_store_exports() -> None:
-    assert statesession.MemoryStore.__module__ == "statesession._store"
+    assert statesession.MemoryStore.__module__ == "statesession._stores.port"

@@ -8,7 +8,7 @@ import trio.testing
 
 import statesession
 from statesession import SessionConfig, StoreError
-from statesession._store import MemoryStore, StoreStatistics
+from statesession._stores.port import MemoryStore, StoreStatistics
 
 from .helpers import serving
 

@@ -13,7 +13,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statesession._timers import Timer, Timers
+from statesession._runtime.timers import Timer, Timers
 
 from .helpers import examples
 

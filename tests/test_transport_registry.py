@@ -9,7 +9,7 @@ import pytest
 
 import statesession
 from statesession import TransportError, load_transport
-from statesession import _transport as registry
+from statesession._runtime import transport as registry
 
 
 def test_registry_finds_transports_by_name_and_scheme() -> None:

@@ -17,16 +17,16 @@ from contextlib import AbstractAsyncContextManager, suppress
 
 import trio
 
-from .._channel import Channel
-from .._config import SessionConfig
-from .._exceptions import (
+from .._core.channel import Channel
+from .._core.config import SessionConfig
+from .._core.exceptions import (
     ChannelBrokenError,
     ChannelClosedError,
     ChannelError,
     FrameTooLargeError,
 )
-from .._transport import Transport
-from .._util import collapse_single_exception_group
+from .._core.util import collapse_single_exception_group
+from .._runtime.transport import Transport
 
 __all__ = ["CONFORMANCE_CHECKS", "OpenPair", "check_channel_pair", "check_transport"]
 

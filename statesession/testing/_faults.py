@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import trio
 
-from .._channel import Channel
-from .._exceptions import ChannelBrokenError, ChannelClosedError
+from .._core.channel import Channel
+from .._core.exceptions import ChannelBrokenError, ChannelClosedError
 
 __all__ = ["FaultyChannel"]
 

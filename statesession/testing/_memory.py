@@ -6,8 +6,8 @@ import math
 
 import trio
 
-from .._channel import Channel
-from .._exceptions import ChannelBrokenError, ChannelClosedError, FrameTooLargeError
+from .._core.channel import Channel
+from .._core.exceptions import ChannelBrokenError, ChannelClosedError, FrameTooLargeError
 
 __all__ = ["MemoryChannel", "memory_channel_pair"]
 

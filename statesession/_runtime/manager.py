@@ -37,10 +37,10 @@ from typing import Any
 import attrs
 import trio
 
-from ._channel import Channel
-from ._config import SessionConfig
-from ._connection import Connection
-from ._exceptions import (
+from .._core.channel import Channel
+from .._core.codec import HelloFrame, decode_client_frame, error_text
+from .._core.config import SessionConfig
+from .._core.exceptions import (
     ChannelError,
     CorruptSnapshotError,
     FrameTooLargeError,
@@ -48,13 +48,13 @@ from ._exceptions import (
     StoreError,
     StoreVersionError,
 )
-from ._lifecycle import Lifecycle
-from ._protocol import HelloFrame, decode_client_frame, error_text
-from ._session import Session
-from ._snapshot import LogEntry, SessionRecord
-from ._store import SessionStore
-from ._timers import Timers
-from ._util import LogLimit, collapse_single_exception_group, new_id, plural
+from .._core.snapshot import LogEntry, SessionRecord
+from .._core.util import LogLimit, collapse_single_exception_group, new_id, plural
+from .._lifecycle.compiled import Lifecycle
+from .._stores.port import SessionStore
+from .connection import Connection
+from .session import Session
+from .timers import Timers
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
 
@@ -118,7 +118,7 @@ class SessionManager:
         self._setup = setup
         self._health_check = health_check
         self._lifecycle = Lifecycle()
-        #: Every session's state timer, fired by one task (see ``_timers.py``).
+        #: Every session's state timer, fired by one task (see ``timers.py``).
         self._timers = Timers()
         self._timers_scope = trio.CancelScope()
         self._sessions: dict[str, Session] = {}

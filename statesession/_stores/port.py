@@ -32,7 +32,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from ._snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
+from .._core.snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
 
 __all__ = [
     "LogEntry",
@@ -233,7 +233,7 @@ async def open_store(
             retention_age=retention_age,
         )
         return
-    from ._sqlite import open_sqlite_store
+    from .sqlite import open_sqlite_store
 
     async with open_sqlite_store(
         Path(location),

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 Every session has one *actor*: the task that owns the session's nursery and is the only
-caller of the shared :class:`~statesession._chart.Lifecycle` for it. Anything that wants
-the lifecycle to move -- a connection attaching or leaving, a timer, the app, the manager
--- posts a *job* (a synchronous function) to the actor, which runs the jobs one at a time.
+caller of the shared :class:`~statesession._lifecycle.compiled.Lifecycle` for it.
+Anything that wants the lifecycle to move -- a connection attaching or leaving, a timer,
+the app, the manager -- posts a *job* (a synchronous function) to the actor, which runs
+the jobs one at a time.
 A job steps the chart and does its bookkeeping with no checkpoint in between, so
 cancellation can never tear a transition in half and no lock is needed.
 
@@ -37,11 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
-from ._cascade import Cascade, OwnedResource, OwnedTask, describe
-from ._delivery import ClientCursor, Delivery
-from ._exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
-from ._fifo import Fifo
-from ._protocol import (
+from .._core.codec import (
     ClosedFrame,
     StateFrame,
     decoded_cost,
@@ -50,13 +47,17 @@ from ._protocol import (
     encode_message_data,
     error_text,
 )
-from ._report import CleanupReport
-from ._snapshot import ClientState, InboxMessage, Snapshot
-from ._timers import Timer
+from .._core.delivery import ClientCursor, Delivery
+from .._core.exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
+from .._core.fifo import Fifo
+from .._core.report import CleanupReport
+from .._core.snapshot import ClientState, InboxMessage, Snapshot
+from .cascade import Cascade, OwnedResource, OwnedTask, describe
+from .timers import Timer
 
 if TYPE_CHECKING:
-    from ._connection import Connection
-    from ._manager import SessionManager
+    from .connection import Connection
+    from .manager import SessionManager
 
 __all__ = ["Message", "Session", "SessionStatistics"]
 
@@ -167,7 +168,7 @@ class Session:
     #: The state work running (a token of it) and its name.
     _state_work: object | None = attrs.field(default=None, init=False)
     _state_work_name: str = attrs.field(default="", init=False)
-    #: The current state's timer (see ``_timers.py``), ``None`` when none is armed.
+    #: The current state's timer (see ``timers.py``), ``None`` when none is armed.
     _timer: Timer | None = attrs.field(default=None, init=False)
     _timer_job: Callable[[], None] | None = attrs.field(default=None, init=False)
     _tasks: dict[OwnedTask, None] = attrs.field(factory=dict, init=False)

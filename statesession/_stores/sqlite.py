@@ -57,10 +57,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._exceptions import CorruptSnapshotError, StoreError, StoreVersionError
-from ._snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
-from ._store import SessionStore, StoreStatistics
-from ._util import collapse_single_exception_group
+from .._core.exceptions import CorruptSnapshotError, StoreError, StoreVersionError
+from .._core.snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
+from .._core.util import collapse_single_exception_group
+from .port import SessionStore, StoreStatistics
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_sqlite_store"]
 

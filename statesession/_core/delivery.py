@@ -43,8 +43,8 @@ from typing import Literal
 
 import attrs
 
-from ._exceptions import ProtocolError
-from ._fifo import Fifo
+from .exceptions import ProtocolError
+from .fifo import Fifo
 
 __all__ = ["ClientCursor", "Delivery", "ReplayBuffer", "ack_is_due"]
 

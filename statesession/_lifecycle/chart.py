@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from statemachine import State, StateChart
 
-from ._exceptions import LifecycleError
+from .._core.exceptions import LifecycleError
 
 __all__ = [
     "EXTERNAL_EVENTS",
@@ -348,7 +348,7 @@ class ChartLifecycle(BaseLifecycle):
     whose model is a cursor pointed at the session being stepped.
 
     This is the reference interpreter. The runtime uses the compiled
-    :class:`~statesession._lifecycle.Lifecycle`, which is held to behave exactly like this
+    :class:`~statesession._lifecycle.compiled.Lifecycle`, which is held to behave exactly like this
     one; ``statesession replay`` checks recorded histories with this one.
     """
 

@@ -29,15 +29,15 @@ from typing import Any
 import attrs
 import trio
 
-from ._channel import Channel
-from ._config import SessionConfig
-from ._diagram import lifecycle_diagram, lifecycle_image
-from ._exceptions import ConfigError, StoreError, TransportError
-from ._transport import Transport, pick_transport
-from ._util import collapse_single_exception_group
+from .._core.channel import Channel
+from .._core.config import SessionConfig
+from .._core.exceptions import ConfigError, StoreError, TransportError
+from .._core.util import collapse_single_exception_group
+from .._lifecycle.diagram import lifecycle_diagram, lifecycle_image
+from .._runtime.transport import Transport, pick_transport
 
 if typing.TYPE_CHECKING:
-    from ._manager import SessionManager
+    from .._runtime.manager import SessionManager
 
 __all__ = ["main"]
 
@@ -206,7 +206,7 @@ class _UsageError(Exception):
 
 def _load_app(spec: str | None) -> Any:
     if spec is None:
-        from ._demo import demo
+        from .demo import demo
 
         return demo
     module_name, _, attr = spec.partition(":")
@@ -236,7 +236,7 @@ async def _maybe_store(location: str, log_messages: bool) -> AsyncIterator[Any]:
     if location == "memory":
         yield None
         return
-    from ._store import open_store
+    from .._stores.port import open_store
 
     async with open_store(location, log_messages=log_messages) as store:
         yield store
@@ -297,7 +297,7 @@ async def _serve(
     store_location: str,
     log_messages: bool,
 ) -> None:
-    from ._manager import open_manager
+    from .._runtime.manager import open_manager
 
     with (
         collapse_single_exception_group(),
@@ -399,7 +399,7 @@ def _ago(seconds: float) -> str:
 
 
 async def _list_sessions(location: str) -> list[Any]:
-    from ._store import open_store
+    from .._stores.port import open_store
 
     async with open_store(location) as store:
         return await store.sessions()
@@ -433,14 +433,14 @@ def _run_sessions(args: argparse.Namespace) -> int:
 
 
 async def _history(location: str, session_id: str) -> tuple[Any, list[Any]]:
-    from ._store import open_store
+    from .._stores.port import open_store
 
     async with open_store(location) as store:
         return await store.record(session_id), await store.history(session_id)
 
 
 def _run_replay(args: argparse.Namespace) -> int:
-    from ._replay import check_history
+    from .._lifecycle.replay import check_history
 
     if not _existing_store(args.store):
         return 2

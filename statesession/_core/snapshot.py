@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from ._exceptions import CorruptSnapshotError, StoreVersionError
+from .exceptions import CorruptSnapshotError, StoreVersionError
 
 __all__ = [
     "SNAPSHOT_VERSION",

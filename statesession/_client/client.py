@@ -38,20 +38,8 @@ from typing import Any
 import attrs
 import trio
 
-from ._channel import Channel
-from ._config import MiB
-from ._delivery import ack_is_due
-from ._exceptions import (
-    ChannelBrokenError,
-    ChannelError,
-    FrameTooLargeError,
-    MessageTooLargeError,
-    ProtocolError,
-    RemoteError,
-    ResumeGapError,
-    SessionClosedError,
-)
-from ._protocol import (
+from .._core.channel import Channel
+from .._core.codec import (
     ERROR_CODES,
     PING_TEXT,
     PONG_TEXT,
@@ -70,8 +58,20 @@ from ._protocol import (
     encode_frame,
     encode_message_data,
 )
-from ._transport import Transport, pick_transport
-from ._util import collapse_single_exception_group
+from .._core.config import MiB
+from .._core.delivery import ack_is_due
+from .._core.exceptions import (
+    ChannelBrokenError,
+    ChannelError,
+    FrameTooLargeError,
+    MessageTooLargeError,
+    ProtocolError,
+    RemoteError,
+    ResumeGapError,
+    SessionClosedError,
+)
+from .._core.util import collapse_single_exception_group
+from .._runtime.transport import Transport, pick_transport
 
 __all__ = ["Backoff", "Client", "ClientStatistics", "open_client"]
 

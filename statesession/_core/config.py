@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import attrs
 
-from ._exceptions import ConfigError
+from .exceptions import ConfigError
 
 __all__ = ["SessionConfig"]
 

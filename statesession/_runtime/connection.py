@@ -28,11 +28,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._channel import Channel
-from ._delivery import ClientCursor, ReplayBuffer, ack_is_due
-from ._exceptions import ChannelError, FrameTooLargeError, ProtocolError
-from ._fifo import Fifo
-from ._protocol import (
+from .._core.channel import Channel
+from .._core.codec import (
     PING_TEXT,
     PONG_TEXT,
     AckFrame,
@@ -47,10 +44,13 @@ from ._protocol import (
     error_text,
     peek_msg_seq,
 )
-from ._timers import Timer
+from .._core.delivery import ClientCursor, ReplayBuffer, ack_is_due
+from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
+from .._core.fifo import Fifo
+from .timers import Timer
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from .session import Session
 
 __all__ = ["BATCH_BYTES", "WRITER_IDLE", "Connection"]
 

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ._channel import Channel
-from ._config import SessionConfig
-from ._exceptions import TransportError
+from .._core.channel import Channel
+from .._core.config import SessionConfig
+from .._core.exceptions import TransportError
 
 if TYPE_CHECKING:
-    from ._manager import SessionManager
+    from .manager import SessionManager
 
 __all__ = ["ENTRY_POINT_GROUP", "Transport", "load_transport", "pick_transport", "serve"]
 

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._report import CleanupItem, CleanupReport, Outcome
+from .._core.report import CleanupItem, CleanupReport, Outcome
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from .session import Session
 
 __all__ = ["Cascade", "OwnedResource", "OwnedTask", "describe"]
 

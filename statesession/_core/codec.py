@@ -22,7 +22,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 import attrs
 
-from ._exceptions import MessageTooLargeError, ProtocolError
+from .exceptions import MessageTooLargeError, ProtocolError
 
 __all__ = [
     "ERROR_CODES",

@@ -27,7 +27,7 @@ catches errors as events:
 :func:`compile_chart` refuses a chart that needs more than this (nested or parallel
 states, history, eventless or multi-target transitions, validators, other engine
 settings). ``tests/test_lifecycle.py`` drives this interpreter and the engine
-(:class:`~statesession._chart.ChartLifecycle`) side by side through random events, guard
+(:class:`~statesession._lifecycle.chart.ChartLifecycle`) side by side through random events, guard
 values and failing actions, and requires the same calls in the same order.
 
 Callbacks are called as plain functions: guards and actions read their arguments (the
@@ -44,8 +44,8 @@ from typing import Any
 
 from statemachine import State, StateChart
 
-from ._chart import BaseLifecycle, SessionChart, log_unhandled_failure
-from ._exceptions import LifecycleError
+from .._core.exceptions import LifecycleError
+from .chart import BaseLifecycle, SessionChart, log_unhandled_failure
 
 __all__ = ["ChartTable", "Lifecycle", "compile_chart"]
 

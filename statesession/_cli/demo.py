@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from ._session import Session
+from .._runtime.session import Session
 
 __all__ = ["WORD_INTERVAL", "demo"]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import attrs
 
-from ._chart import STATES, ChartLifecycle
-from ._snapshot import LogEntry
+from .._core.snapshot import LogEntry
+from .chart import STATES, ChartLifecycle
 
 __all__ = ["ReplayResult", "check_history"]
 

@@ -20,7 +20,7 @@ from statemachine.contrib.diagram import formatter
 from statemachine.contrib.diagram.extract import extract
 from statemachine.contrib.diagram.model import ActionType, StateType
 
-from ._chart import SessionChart
+from .chart import SessionChart
 
 __all__ = ["GRAPHVIZ_INSTALL", "lifecycle_diagram", "lifecycle_image"]
 

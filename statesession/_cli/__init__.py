@@ -1,0 +1,5 @@
+"""The ``statesession`` command."""
+
+from .main import main as main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The client: its protocol state, backoff, supervisor and trio client."""

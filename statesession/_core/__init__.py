@@ -1,0 +1,1 @@
+"""The sans-IO core: values, rules and the codec; nothing here imports trio."""

@@ -1,0 +1,1 @@
+"""The session lifecycle: the chart, its interpreters, replay and diagrams (sans-IO)."""

@@ -1,0 +1,1 @@
+"""The trio driver: sessions, connections, the registry and the manager."""
