@@ -981,3 +981,12 @@ async def test_session_send_checks_the_exact_frame_size(
         await trio.testing.wait_all_tasks_blocked()
     assert results[0] == "fit"
     assert "frame of 513 bytes is over max_frame (512 bytes)" in results[1]
+
+
+def test_session_layers_add_no_per_session_dict() -> None:
+    """Session is one slotted object across its layers: no layer gives it a __dict__ (an
+    idle session's memory is a benchmarked requirement)."""
+    from statesession._runtime.session import Session
+
+    assert all("__dict__" not in layer.__dict__ for layer in Session.__mro__[:-1])
+    assert all("__slots__" in layer.__dict__ for layer in Session.__mro__[:-1])

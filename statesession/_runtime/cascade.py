@@ -37,7 +37,7 @@ import trio
 from .._core.report import CleanupItem, CleanupReport, Outcome
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .state import SessionState
 
 __all__ = ["Cascade", "OwnedResource", "OwnedTask", "describe"]
 
@@ -93,7 +93,7 @@ class Cascade:
         "tasks",
     )
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: SessionState) -> None:
         self.session = session
         #: When the session stopped taking operations (the grace period counts from it).
         self.since = trio.current_time()

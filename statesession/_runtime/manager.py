@@ -32,7 +32,7 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from inspect import isawaitable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -54,6 +54,7 @@ from .._lifecycle.compiled import Lifecycle
 from .._stores.port import SessionStore
 from .connection import Connection
 from .session import Session
+from .state import SessionState
 from .timers import Timers
 
 __all__ = ["ManagerStatistics", "SessionManager", "open_manager"]
@@ -115,8 +116,9 @@ class SessionManager:
         self._app = app
         self._nursery = nursery
         self._authenticate = authenticate
-        self._setup = setup
-        self._health_check = health_check
+        # (Typed for any layer of a session: each passes itself.)
+        self._setup: Callable[[Any], Awaitable[object]] | None = setup
+        self._health_check: Callable[[Any], Awaitable[object]] | None = health_check
         self._lifecycle = Lifecycle()
         #: Every session's state timer, fired by one task (see ``timers.py``).
         self._timers = Timers()
@@ -624,7 +626,7 @@ class SessionManager:
             if self._per_principal[principal] <= 0:
                 del self._per_principal[principal]
 
-    def _forget(self, session: Session) -> None:
+    def _forget(self, session: SessionState) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
         if session.state == "error":
@@ -638,7 +640,7 @@ class SessionManager:
         if not self._sessions:
             self._all_gone.set()
 
-    def _log_message(self, session: Session, direction: str, frame: str) -> None:
+    def _log_message(self, session: SessionState, direction: str, frame: str) -> None:
         store = self._store
         assert store is not None
         store.log(
@@ -651,7 +653,7 @@ class SessionManager:
             )
         )
 
-    def _observe(self, session: Session, event: str, source: str, target: str) -> None:
+    def _observe(self, session: SessionState, event: str, source: str, target: str) -> None:
         store = self._store
         if store is not None:
             now = time.time()
@@ -685,7 +687,7 @@ class SessionManager:
             self._count(session.principal, -change)
         for observer in self._observers:
             try:
-                observer(session, event, source, target)
+                observer(cast(Session, session), event, source, target)  # (every layer is one)
             except Exception as exc:
                 log.error("lifecycle observer %r raised: %s", observer, exc, exc_info=exc)
 

@@ -1,0 +1,119 @@
+"""The state's timer (one per session, fired by the manager's timer task) and the jobs it
+runs: heartbeats (ping, drop the silent, forget stale clients) and the window's expiry."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from .timers import Timer
+
+if TYPE_CHECKING:
+    pass
+
+from .resources import Resources
+from .state import (  # noqa: F401
+    _DEFERRED,
+    _MSG_ENVELOPE,
+    Message,
+    T,
+    _being_saved,
+    _Reply,
+    _saved_for_shutdown,
+    log,
+)
+
+
+class StateTimers(Resources):
+    """A layer of :class:`Session`: the state's timer and heartbeats."""
+
+    __slots__ = ()
+
+    def _arm(self, at: float, job: Callable[[], None]) -> None:
+        self._disarm()
+        self._timer_job = job
+        self._timer = self._manager._timers.arm(at, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        """The state's timer is due (called by the manager's timer task): post its job."""
+        timer, job = self._timer, self._timer_job
+        if timer is not None and job is not None:
+            self._post(lambda: self._fire(timer, job))
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.disarm()
+            self._timer = self._timer_job = None
+
+    def _fire(self, timer: Timer, job: Callable[[], None]) -> None:
+        """Run a state's timer in the actor, unless the state that armed it has been
+        left since the timer was posted."""
+        if timer is self._timer:
+            self._timer = self._timer_job = None
+            job()
+
+    def _kept_at_expiry(self) -> bool:
+        """Whether an expired window saves this session (rather than ending it)."""
+        manager = self._manager
+        return manager.config.window_expiry == "passivate" and manager._store_has_room(self.id)
+
+    def _idle_after(self) -> float:
+        manager = self._manager
+        return manager.config.passivate_after if manager._store is not None else math.inf
+
+    def _heartbeat(self) -> None:
+        """``active``'s timer: passivate when idle, ping quiet connections, drop silent
+        ones, forget clients gone for longer than the window; then re-arm."""
+        config = self._manager.config
+        interval, timeout = config.heartbeat_interval, config.heartbeat_timeout
+        idle_after = self._idle_after()
+        now = trio.current_time()
+        wake = now + interval
+        # Every test below compares ``now`` with the very sum it would wake at, so a timer
+        # never re-arms at a time that has already come (``a + b - a`` is not always ``b``).
+        idle_at = self._last_activity + idle_after
+        if not self._busy and now >= idle_at:
+            self._post(
+                lambda: self._step(
+                    "passivate",
+                    store=self._manager._store_has_room(self.id),
+                    busy=self._busy,
+                    reason="idle",
+                )
+            )
+        elif idle_at > now:
+            wake = min(wake, idle_at)
+        for connection in list(self._connections):
+            last = connection.last_received
+            if now >= last + timeout:
+                log.info(
+                    "session %s: %s silent for %.1f s, dropping it",
+                    self.id,
+                    connection.peer,
+                    now - last,
+                )
+                connection.abort()
+                continue
+            if now >= last + interval:
+                connection.ping(now)
+                wake = min(wake, last + timeout)
+            else:
+                wake = min(wake, last + interval)
+        self._delivery.forget_stale(now=now, window=config.reconnect_window)
+        self._wake_changed()
+        self._arm(wake, self._heartbeat)
+
+    def _expire_window(self) -> None:
+        """``reconnecting``'s timer: the window is over. A busy session is not passivated;
+        it expires when its app stops being busy (see :meth:`busy`)."""
+        self._step(
+            "expire",
+            now=trio.current_time(),
+            deadline=self._deadline,
+            store=self._kept_at_expiry(),
+            busy=self._busy,
+            reason="window_expired",
+        )
