@@ -14,14 +14,9 @@ from .cascade import Cascade, describe
 if TYPE_CHECKING:
     pass
 
-from .state import (  # noqa: F401
+from .state import (
     _DEFERRED,
-    _MSG_ENVELOPE,
-    Message,
-    T,
-    _being_saved,
     _Reply,
-    _saved_for_shutdown,
     log,
 )
 from .states import StateWork

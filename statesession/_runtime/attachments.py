@@ -19,14 +19,11 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 from .heartbeat import StateTimers
-from .state import (  # noqa: F401
+from .state import (
     _DEFERRED,
-    _MSG_ENVELOPE,
     Message,
-    T,
     _being_saved,
     _Reply,
-    _saved_for_shutdown,
     log,
 )
 

@@ -15,14 +15,7 @@ if TYPE_CHECKING:
     pass
 
 from .resources import Resources
-from .state import (  # noqa: F401
-    _DEFERRED,
-    _MSG_ENVELOPE,
-    Message,
-    T,
-    _being_saved,
-    _Reply,
-    _saved_for_shutdown,
+from .state import (
     log,
 )
 

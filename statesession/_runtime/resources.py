@@ -15,15 +15,8 @@ from .cascade import OwnedResource
 if TYPE_CHECKING:
     pass
 
-from .state import (  # noqa: F401
-    _DEFERRED,
-    _MSG_ENVELOPE,
-    Message,
+from .state import (
     T,
-    _being_saved,
-    _Reply,
-    _saved_for_shutdown,
-    log,
 )
 from .tasks import Tasks
 

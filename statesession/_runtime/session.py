@@ -53,18 +53,12 @@ from .._core.report import CleanupReport
 from .._core.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from .manager import SessionManager
+    from .registry import Registry
 
 from .actor import Actor
-from .state import (  # noqa: F401
-    _DEFERRED,
+from .state import (
     _MSG_ENVELOPE,
     Message,
-    T,
-    _being_saved,
-    _Reply,
-    _saved_for_shutdown,
-    log,
 )
 
 __all__ = ["Message", "Session", "SessionStatistics"]
@@ -249,7 +243,7 @@ class Session(Actor):
         )
 
     @classmethod
-    def _restore(cls, manager: SessionManager, snapshot: Snapshot) -> Session:
+    def _restore(cls, manager: Registry, snapshot: Snapshot) -> Session:
         """A session brought back from its snapshot, in state ``passivated``; its actor
         rehydrates it."""
         session = cls(

@@ -22,7 +22,7 @@ from .timers import Timer
 if TYPE_CHECKING:
     from .._lifecycle.chart import LifecycleHost
     from .connection import Connection
-    from .manager import SessionManager
+    from .registry import Registry
 
 
 __all__ = ["Message", "SessionState"]
@@ -85,7 +85,7 @@ class SessionState:
     id: str
     #: Who created it, as returned by the ``authenticate`` hook (``None`` if anonymous).
     principal: str | None
-    _manager: SessionManager = attrs.field(alias="manager")
+    _manager: Registry = attrs.field(alias="manager")
     _token_hash: bytes = attrs.field(alias="token_hash")
     #: The application's own JSON-serializable data.
     data: dict[str, Any] = attrs.field(factory=dict)

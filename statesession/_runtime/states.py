@@ -25,13 +25,8 @@ if TYPE_CHECKING:
     pass
 
 from .attachments import Attachments
-from .state import (  # noqa: F401
-    _DEFERRED,
-    _MSG_ENVELOPE,
-    Message,
-    T,
+from .state import (
     _being_saved,
-    _Reply,
     _saved_for_shutdown,
     log,
 )

@@ -14,15 +14,8 @@ from .cascade import OwnedTask, describe
 if TYPE_CHECKING:
     pass
 
-from .state import (  # noqa: F401
-    _DEFERRED,
-    _MSG_ENVELOPE,
-    Message,
+from .state import (
     SessionState,
-    T,
-    _being_saved,
-    _Reply,
-    _saved_for_shutdown,
     log,
 )
 
