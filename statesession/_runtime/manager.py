@@ -50,7 +50,7 @@ from .._core.exceptions import (
 )
 from .._core.snapshot import LogEntry, SessionRecord
 from .._core.util import LogLimit, collapse_single_exception_group, new_id, plural
-from .._lifecycle.compiled import Lifecycle
+from .._lifecycle.interpreters import Lifecycle
 from .._stores.port import SessionStore
 from .connection import Connection
 from .session import Session
