@@ -16,14 +16,8 @@ from statemachine.engines.sync import SyncEngine
 from statemachine.exceptions import TransitionNotAllowed
 
 from statesession import LifecycleError, SessionChart
-from statesession._lifecycle.chart import (
-    EXTERNAL_EVENTS,
-    FINAL_STATES,
-    STATES,
-    BaseLifecycle,
-    ChartLifecycle,
-)
-from statesession._lifecycle.compiled import Lifecycle
+from statesession._lifecycle.events import EXTERNAL_EVENTS, FINAL_STATES, STATES
+from statesession._lifecycle.interpreters import BaseLifecycle, ChartLifecycle, Lifecycle
 
 
 @pytest.fixture(params=[Lifecycle, ChartLifecycle], ids=["compiled", "engine"])

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from statemachine import State, StateChart
 
 from statesession import LifecycleError, SessionChart
-from statesession._lifecycle.chart import EXTERNAL_EVENTS, STATES, BaseLifecycle, ChartLifecycle
-from statesession._lifecycle.compiled import Lifecycle, compile_chart
+from statesession._lifecycle.events import EXTERNAL_EVENTS, STATES
+from statesession._lifecycle.interpreters import BaseLifecycle, ChartLifecycle, Lifecycle
+from statesession._lifecycle.tables import compile_chart
 
 from .helpers import examples
 

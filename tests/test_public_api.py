@@ -104,8 +104,8 @@ def test_sans_io_core_imports_no_trio() -> None:
         for package in (statesession._core, statesession._lifecycle):
             for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
                 importlib.import_module(info.name)
-        statesession._lifecycle.chart.ChartLifecycle()
-        statesession._lifecycle.compiled.Lifecycle()
+        statesession._lifecycle.interpreters.ChartLifecycle()
+        statesession._lifecycle.interpreters.Lifecycle()
         assert "trio" not in sys.modules, sorted(m for m in sys.modules if "trio" in m)
         statesession.open_manager
         assert "trio" in sys.modules

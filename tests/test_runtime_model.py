@@ -44,7 +44,7 @@ from hypothesis.stateful import (
 
 import statesession
 from statesession import Outcome, SessionConfig, SessionStore
-from statesession._lifecycle.chart import STATES
+from statesession._lifecycle.events import STATES
 from statesession.testing import MemoryChannel, memory_channel_pair
 
 from .helpers import examples, session_tasks

@@ -21,7 +21,8 @@ from typing import Any
 import attrs
 
 from .._core.snapshot import LogEntry
-from .chart import STATES, ChartLifecycle
+from .events import STATES
+from .interpreters import ChartLifecycle
 
 __all__ = ["ReplayResult", "check_history"]
 

@@ -25,7 +25,7 @@ from .._core.exceptions import (
 )
 from .._core.snapshot import LogEntry, SessionRecord
 from .._core.util import LogLimit, plural
-from .._lifecycle.compiled import Lifecycle
+from .._lifecycle.interpreters import Lifecycle
 from .._stores.port import SessionStore
 from .session import Session
 from .state import SessionState

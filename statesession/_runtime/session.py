@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Every session has one *actor*: the task that owns the session's nursery and is the only
-caller of the shared :class:`~statesession._lifecycle.compiled.Lifecycle` for it.
+caller of the shared :class:`~statesession._lifecycle.interpreters.Lifecycle` for it.
 Anything that wants the lifecycle to move -- a connection attaching or leaving, a timer,
 the app, the manager -- posts a *job* (a synchronous function) to the actor, which runs
 the jobs one at a time.
