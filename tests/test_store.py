@@ -389,4 +389,4 @@ async def test_sqlite_store_prunes_by_age(tmp_path: Path) -> None:
 
 
 def test_store_exports() -> None:
-    assert statesession.MemoryStore.__module__ == "statesession._stores.port"
+    assert statesession.MemoryStore.__module__ == "statesession._stores.memory"
