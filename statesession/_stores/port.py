@@ -19,8 +19,8 @@ what that means for clients.
 ``statistics()`` says, without I/O, how many sessions the store holds a snapshot of and
 how its writing goes: cheap enough to ask on every passivation.
 
-The backends: ``MemoryStore`` (memory.py) and ``SQLiteStore`` (sqlite.py); ``open_store``
-(factory.py) picks one by location.
+The backends: ``MemoryStore`` (memory.py) and ``SQLiteStore`` (sqlite.py, on the
+write-behind layer of write_behind.py); ``open_store`` (factory.py) picks one by location.
 """
 
 from __future__ import annotations
