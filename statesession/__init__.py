@@ -53,10 +53,10 @@ if TYPE_CHECKING:
     from ._runtime.transport import Transport as Transport
     from ._runtime.transport import load_transport as load_transport
     from ._runtime.transport import serve as serve
-    from ._stores.port import MemoryStore as MemoryStore
+    from ._stores.factory import open_store as open_store
+    from ._stores.memory import MemoryStore as MemoryStore
     from ._stores.port import SessionStore as SessionStore
     from ._stores.port import StoreStatistics as StoreStatistics
-    from ._stores.port import open_store as open_store
 
 __version__ = "0.1.0.dev0"
 
@@ -72,10 +72,10 @@ _DRIVER = {
     "Message": "._runtime.session",
     "Session": "._runtime.session",
     "SessionStatistics": "._runtime.session",
-    "MemoryStore": "._stores.port",
+    "MemoryStore": "._stores.memory",
     "SessionStore": "._stores.port",
     "StoreStatistics": "._stores.port",
-    "open_store": "._stores.port",
+    "open_store": "._stores.factory",
     "Transport": "._runtime.transport",
     "load_transport": "._runtime.transport",
     "serve": "._runtime.transport",

@@ -9,8 +9,7 @@ import trio
 import trio.testing
 
 import statesession
-from statesession import SessionConfig
-from statesession._stores.port import MemoryStore
+from statesession import MemoryStore, SessionConfig
 
 from .helpers import serving
 

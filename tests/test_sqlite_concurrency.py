@@ -15,6 +15,7 @@ import trio.testing
 
 from statesession import open_store
 from statesession._stores import sqlite as sqlite_store
+from statesession._stores import sqlite_schema
 
 #: Counts to 200,000 after waiting in ``hold()``: the statement is running, in a loop that
 #: checks for an interrupt, until the test lets it go.
@@ -141,7 +142,7 @@ def test_sqlite_store_concurrent_openers_of_a_fresh_file_all_succeed(tmp_path: P
     reference = tmp_path / "reference.db"
     trio.run(_open_once, reference)
     expected = _schema(reference)
-    assert expected[0] == sqlite_store.SCHEMA_VERSION
+    assert expected[0] == sqlite_schema.SCHEMA_VERSION
     openers = [
         subprocess.Popen(
             [sys.executable, "-c", _OPENER],

@@ -16,6 +16,7 @@ import trio.testing
 
 from statesession import StoreError, open_store
 from statesession._stores import sqlite as sqlite_store
+from statesession._stores import write_behind
 
 from .test_store import record, snapshot
 
@@ -172,7 +173,7 @@ async def test_sqlite_store_close_logs_what_it_could_not_write(
     """A store that cannot write within its closing allowance says what it leaves
     unwritten and why, then closes."""
     path = tmp_path / "sessions.db"
-    monkeypatch.setattr(sqlite_store, "_CLOSE_ALLOWANCE", 0.5)
+    monkeypatch.setattr(write_behind, "_CLOSE_ALLOWANCE", 0.5)
     async with open_store(path):
         pass
     async with holding_write_lock(path):

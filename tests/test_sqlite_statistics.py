@@ -17,6 +17,7 @@ import statesession
 from statesession import MemoryStore, SessionStore, StoreStatistics, open_store
 from statesession._core.snapshot import encode_snapshot
 from statesession._stores import sqlite as sqlite_store
+from statesession._stores import sqlite_schema
 
 from .test_store import record, snapshot
 
@@ -167,7 +168,7 @@ def _make_version_1(path: Path) -> None:
     with sqlite3.connect(path, isolation_level=None) as raw:
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("BEGIN")
-        sqlite_store.MIGRATIONS[1](raw)
+        sqlite_schema.MIGRATIONS[1](raw)
         raw.execute("PRAGMA user_version = 1")
         now = time.time()
         raw.execute(
@@ -204,7 +205,7 @@ async def test_sqlite_store_migrates_a_version_1_file_and_keeps_its_data(
         }
         assert [e.event for e in await store.history("kept")] == ["expire"]
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION
         plan = raw.execute(
             "EXPLAIN QUERY PLAN SELECT count(*) FROM sessions WHERE snapshot IS NOT NULL"
         ).fetchall()

@@ -27,6 +27,7 @@ from statesession import (
 )
 from statesession._core.snapshot import ClientState, decode_snapshot, encode_snapshot
 from statesession._stores import sqlite as sqlite_store
+from statesession._stores import sqlite_schema
 
 
 def snapshot(session_id: str = "s1", **changes: object) -> Snapshot:
@@ -158,7 +159,7 @@ async def test_sqlite_store_uses_wal_and_survives_reopening(tmp_path: Path) -> N
         await first.save(snapshot())
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION
     async with open_store(path) as second:
         loaded = await second.load("s1")
         assert loaded is not None
@@ -269,7 +270,7 @@ async def test_sqlite_store_migrates_step_by_step(
     path = tmp_path / "sessions.db"
     async with open_store(path) as store:
         store.note(record())
-    current = sqlite_store.SCHEMA_VERSION
+    current = sqlite_schema.SCHEMA_VERSION
 
     def add_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE sessions ADD COLUMN tag TEXT")
@@ -279,7 +280,7 @@ async def test_sqlite_store_migrates_step_by_step(
         raise sqlite3.OperationalError("the last step went wrong")
 
     monkeypatch.setattr(
-        sqlite_store, "MIGRATIONS", {**sqlite_store.MIGRATIONS, current + 1: add_column}
+        sqlite_schema, "MIGRATIONS", {**sqlite_schema.MIGRATIONS, current + 1: add_column}
     )
     async with open_store(path) as store:
         assert await store.record("s1") is not None
@@ -288,9 +289,9 @@ async def test_sqlite_store_migrates_step_by_step(
         assert "tag" in [row[1] for row in raw.execute("PRAGMA table_info(sessions)")]
 
     monkeypatch.setattr(
-        sqlite_store,
+        sqlite_schema,
         "MIGRATIONS",
-        {**sqlite_store.MIGRATIONS, current + 1: add_column, current + 2: broken},
+        {**sqlite_schema.MIGRATIONS, current + 1: add_column, current + 2: broken},
     )
     with pytest.raises(StoreError, match="the last step went wrong"):
         async with open_store(path):
@@ -389,4 +390,4 @@ async def test_sqlite_store_prunes_by_age(tmp_path: Path) -> None:
 
 
 def test_store_exports() -> None:
-    assert statesession.MemoryStore.__module__ == "statesession._stores.port"
+    assert statesession.MemoryStore.__module__ == "statesession._stores.memory"

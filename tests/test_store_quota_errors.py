@@ -7,8 +7,7 @@ import trio
 import trio.testing
 
 import statesession
-from statesession import SessionConfig, StoreError
-from statesession._stores.port import MemoryStore, StoreStatistics
+from statesession import MemoryStore, SessionConfig, StoreError, StoreStatistics
 
 from .helpers import serving
 

@@ -236,7 +236,7 @@ async def _maybe_store(location: str, log_messages: bool) -> AsyncIterator[Any]:
     if location == "memory":
         yield None
         return
-    from .._stores.port import open_store
+    from .._stores.factory import open_store
 
     async with open_store(location, log_messages=log_messages) as store:
         yield store
@@ -399,7 +399,7 @@ def _ago(seconds: float) -> str:
 
 
 async def _list_sessions(location: str) -> list[Any]:
-    from .._stores.port import open_store
+    from .._stores.factory import open_store
 
     async with open_store(location) as store:
         return await store.sessions()
@@ -433,7 +433,7 @@ def _run_sessions(args: argparse.Namespace) -> int:
 
 
 async def _history(location: str, session_id: str) -> tuple[Any, list[Any]]:
-    from .._stores.port import open_store
+    from .._stores.factory import open_store
 
     async with open_store(location) as store:
         return await store.record(session_id), await store.history(session_id)

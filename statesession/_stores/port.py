@@ -1,4 +1,4 @@
-"""Where passivated sessions and the event log go: the store port, and the in-memory store.
+"""Where passivated sessions and the event log go: the store port.
 
 Theory of operation
 -------------------
@@ -18,29 +18,26 @@ what that means for clients.
 
 ``statistics()`` says, without I/O, how many sessions the store holds a snapshot of and
 how its writing goes: cheap enough to ask on every passivation.
+
+The backends: ``MemoryStore`` (memory.py) and ``SQLiteStore`` (sqlite.py, on the
+write-behind layer of write_behind.py); ``open_store`` (factory.py) picks one by location.
 """
 
 from __future__ import annotations
 
 import abc
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import attrs
-import trio
 
-from .._core.snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
+from .._core.snapshot import LogEntry, SessionRecord, Snapshot
 
 __all__ = [
+    "RETENTION_AGE",
+    "RETENTION_EVENTS",
     "LogEntry",
-    "MemoryStore",
     "SessionRecord",
     "SessionStore",
     "StoreStatistics",
-    "open_store",
 ]
 
 #: Default retention of the event log: per session, and by age (seconds).
@@ -136,109 +133,3 @@ class SessionStore(abc.ABC):
             f"{type(self).__name__} does not implement statistics(): implement it to return "
             "a StoreStatistics counting the snapshots the store holds"
         )
-
-
-class MemoryStore(SessionStore):
-    """A store in this process's memory: passivation frees live sessions, nothing survives
-    a restart. For tests, and for servers that want passivation without a file."""
-
-    def __init__(
-        self,
-        *,
-        log_messages: bool = False,
-        retention_events: int = RETENTION_EVENTS,
-        retention_age: float = RETENTION_AGE,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.log_messages = log_messages
-        self._retention_events = retention_events
-        self._retention_age = retention_age
-        self._clock = clock
-        self._records: dict[str, SessionRecord] = {}
-        self._snapshots: dict[str, Snapshot] = {}
-        self._events: dict[str, deque[LogEntry]] = {}
-
-    async def save(self, snapshot: Snapshot) -> None:
-        await trio.lowlevel.checkpoint()
-        # Kept as a copy made through the encoding, as a file store would keep it: the
-        # same errors for data that is not JSON, nothing shared with the session.
-        self._snapshots[snapshot.id] = decode_snapshot(
-            encode_snapshot(snapshot), session_id=snapshot.id
-        )
-
-    async def load(self, session_id: str) -> Snapshot | None:
-        await trio.lowlevel.checkpoint()
-        return self._snapshots.get(session_id)
-
-    def forget(self, session_id: str) -> None:
-        self._snapshots.pop(session_id, None)
-
-    def note(self, record: SessionRecord) -> None:
-        self._records[record.id] = record
-
-    def log(self, entry: LogEntry) -> None:
-        events = self._events.setdefault(entry.session, deque(maxlen=self._retention_events))
-        events.append(entry)
-
-    async def flush(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    def statistics(self) -> StoreStatistics:
-        return StoreStatistics(
-            snapshots=len(self._snapshots),
-            queued=0,
-            transactions=0,
-            failing=False,
-            last_error=None,
-        )
-
-    async def record(self, session_id: str) -> SessionRecord | None:
-        await trio.lowlevel.checkpoint()
-        found = self._records.get(session_id)
-        if found is None:
-            return None
-        return attrs.evolve(found, snapshot=session_id in self._snapshots)
-
-    async def sessions(self) -> list[SessionRecord]:
-        await trio.lowlevel.checkpoint()
-        return sorted(
-            (attrs.evolve(r, snapshot=r.id in self._snapshots) for r in self._records.values()),
-            key=lambda r: -r.last_activity,
-        )
-
-    async def history(self, session_id: str) -> list[LogEntry]:
-        await trio.lowlevel.checkpoint()
-        oldest = self._clock() - self._retention_age
-        return [e for e in self._events.get(session_id, ()) if e.time >= oldest]
-
-
-@asynccontextmanager
-async def open_store(
-    location: str | Path = "statesession.db",
-    *,
-    log_messages: bool = False,
-    retention_events: int = RETENTION_EVENTS,
-    retention_age: float = RETENTION_AGE,
-) -> AsyncIterator[SessionStore]:
-    """Open a session store: ``"memory"`` for :class:`MemoryStore`, otherwise the path of
-    an SQLite database file (created if missing, migrated to the current schema if older).
-
-    The event log keeps at most ``retention_events`` entries per session and nothing older
-    than ``retention_age`` seconds. Leaving the block writes everything still pending.
-    """
-    if str(location) == "memory":
-        yield MemoryStore(
-            log_messages=log_messages,
-            retention_events=retention_events,
-            retention_age=retention_age,
-        )
-        return
-    from .sqlite import open_sqlite_store
-
-    async with open_sqlite_store(
-        Path(location),
-        log_messages=log_messages,
-        retention_events=retention_events,
-        retention_age=retention_age,
-    ) as store:
-        yield store
