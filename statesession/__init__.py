@@ -40,7 +40,7 @@ from ._core.snapshot import Snapshot as Snapshot
 from ._lifecycle.chart import SessionChart as SessionChart
 
 if TYPE_CHECKING:
-    from ._client.client import Backoff as Backoff
+    from ._client.backoff import Backoff as Backoff
     from ._client.client import Client as Client
     from ._client.client import ClientStatistics as ClientStatistics
     from ._client.client import open_client as open_client
@@ -62,7 +62,7 @@ __version__ = "0.1.0.dev0"
 
 #: Runtime names, loaded with trio on first access.
 _DRIVER = {
-    "Backoff": "._client.client",
+    "Backoff": "._client.backoff",
     "Client": "._client.client",
     "ClientStatistics": "._client.client",
     "open_client": "._client.client",

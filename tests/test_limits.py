@@ -300,4 +300,4 @@ async def test_open_client_keeps_within_the_servers_inbox(
                     nursery.start_soon(read)
                     for _ in range(100):
                         await client.send(payload)
-            assert client._inbox_bytes == config.inbox_bytes
+            assert client._state.inbox_bytes == config.inbox_bytes
