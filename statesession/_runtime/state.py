@@ -20,7 +20,7 @@ from .cascade import Cascade, OwnedResource, OwnedTask
 from .timers import Timer
 
 if TYPE_CHECKING:
-    from .._lifecycle.chart import LifecycleHost
+    from .._lifecycle.host import LifecycleHost
     from .connection import Connection
     from .registry import Registry
 
