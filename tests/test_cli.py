@@ -17,7 +17,8 @@ import pytest
 import trio
 
 import statesession
-from statesession._cli.main import _parser, main
+from statesession._cli.main import main
+from statesession._cli.parser import _parser
 from statesession._lifecycle.diagram import lifecycle_diagram
 
 from .helpers import read_rest, start_server
@@ -437,7 +438,7 @@ async def test_cli_serve_holds_connections_that_arrive_before_the_manager(
     """serve listens before it opens the store: a connection accepted meanwhile is neither
     refused nor lost but served once the manager exists, and one still waiting when the
     server stops is closed."""
-    from statesession._cli.main import _Listener
+    from statesession._cli.serve import _Listener
     from statesession.testing import memory_channel_pair
 
     from .helpers import RawPeer, echo_app
