@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statesession import MessageTooLargeError, ProtocolError
-from statesession._core.codec import MAX_SEQ, encode_msg
+from statesession._core.codec import encode_msg
+from statesession._core.frames import MAX_SEQ
 from statesession.protocol import (
     ERROR_CODES,
     RETRYABLE_CODES,

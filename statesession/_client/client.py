@@ -39,27 +39,11 @@ import attrs
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import (
-    ERROR_CODES,
-    PING_TEXT,
-    PONG_TEXT,
-    RETRYABLE_CODES,
-    AckFrame,
-    ByeFrame,
-    ClosedFrame,
-    ErrorFrame,
-    HelloFrame,
-    MsgFrame,
-    PingFrame,
-    StateFrame,
-    WelcomeFrame,
-    decode_server_frame,
-    decoded_cost,
-    encode_frame,
-    encode_message_data,
-)
+from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame, encode_message_data
 from .._core.config import MiB
+from .._core.decode import decode_server_frame
 from .._core.delivery import ack_is_due
+from .._core.errors import ERROR_CODES, RETRYABLE_CODES
 from .._core.exceptions import (
     ChannelBrokenError,
     ChannelError,
@@ -70,6 +54,18 @@ from .._core.exceptions import (
     ResumeGapError,
     SessionClosedError,
 )
+from .._core.frames import (
+    AckFrame,
+    ByeFrame,
+    ClosedFrame,
+    ErrorFrame,
+    HelloFrame,
+    MsgFrame,
+    PingFrame,
+    StateFrame,
+    WelcomeFrame,
+)
+from .._core.shape import decoded_cost
 from .._core.util import collapse_single_exception_group
 from .._runtime.transport import Transport, pick_transport
 

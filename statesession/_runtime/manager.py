@@ -38,8 +38,9 @@ import attrs
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import HelloFrame, decode_client_frame, error_text
+from .._core.codec import error_text
 from .._core.config import SessionConfig
+from .._core.decode import decode_client_frame
 from .._core.exceptions import (
     ChannelError,
     CorruptSnapshotError,
@@ -48,6 +49,7 @@ from .._core.exceptions import (
     StoreError,
     StoreVersionError,
 )
+from .._core.frames import HelloFrame
 from .._core.snapshot import LogEntry, SessionRecord
 from .._core.util import LogLimit, collapse_single_exception_group, new_id, plural
 from .._lifecycle.compiled import Lifecycle

@@ -38,19 +38,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
-from .._core.codec import (
-    ClosedFrame,
-    StateFrame,
-    decoded_cost,
-    encode_data,
-    encode_frame,
-    encode_message_data,
-    error_text,
-)
+from .._core.codec import encode_data, encode_frame, encode_message_data, error_text
 from .._core.delivery import ClientCursor, Delivery
 from .._core.exceptions import MessageTooLargeError, ProtocolError, SessionClosedError
 from .._core.fifo import Fifo
+from .._core.frames import ClosedFrame, StateFrame
 from .._core.report import CleanupReport
+from .._core.shape import decoded_cost
 from .._core.snapshot import ClientState, InboxMessage, Snapshot
 from .cascade import Cascade, OwnedResource, OwnedTask, describe
 from .timers import Timer
