@@ -1,4 +1,5 @@
-"""Wire protocol v1 as a sans-IO codec: frame values, encoding and validated decoding.
+"""Wire protocol v1 as a sans-IO codec: frame values, encoding, validated decoding, and
+the error codes with their WebSocket close codes.
 
 For writing a client in another framework, or inspecting traffic. See docs/protocol.md.
 """
@@ -6,6 +7,7 @@ For writing a client in another framework, or inspecting traffic. See docs/proto
 from ._core.codec import encode_frame as encode_frame
 from ._core.decode import decode_client_frame as decode_client_frame
 from ._core.decode import decode_server_frame as decode_server_frame
+from ._core.errors import CLOSE_CODES as CLOSE_CODES
 from ._core.errors import ERROR_CODES as ERROR_CODES
 from ._core.errors import RETRYABLE_CODES as RETRYABLE_CODES
 from ._core.frames import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -23,6 +25,7 @@ from ._core.frames import StateFrame as StateFrame
 from ._core.frames import WelcomeFrame as WelcomeFrame
 
 __all__ = [
+    "CLOSE_CODES",
     "ERROR_CODES",
     "PROTOCOL_VERSION",
     "RETRYABLE_CODES",

@@ -43,7 +43,7 @@ from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame, encode_message_dat
 from .._core.config import MiB
 from .._core.decode import decode_server_frame
 from .._core.delivery import ack_is_due
-from .._core.errors import ERROR_CODES, RETRYABLE_CODES
+from .._core.errors import FINAL_CODES, RETRYABLE_CODES
 from .._core.exceptions import (
     ChannelBrokenError,
     ChannelError,
@@ -80,9 +80,6 @@ _ENVELOPE_COST = 512
 
 #: Seconds a channel gets to close before it is abandoned.
 _CLOSE_TIMEOUT = 10.0
-
-#: Error codes after which reconnecting cannot help.
-_FINAL_CODES = ERROR_CODES - RETRYABLE_CODES
 
 
 @attrs.frozen(kw_only=True)
@@ -542,7 +539,7 @@ class Client:
                 return
             elif isinstance(frame, ErrorFrame):
                 if frame.fatal:
-                    if frame.code in _FINAL_CODES:
+                    if frame.code in FINAL_CODES:
                         # Raised after the connection's nursery has closed, so the user
                         # gets the error itself, not a group holding it.
                         self._fatal = self._remote_error(frame)
