@@ -9,7 +9,7 @@ import trio.testing
 
 import statesession
 from statesession import ConfigError, ProtocolError, SessionConfig
-from statesession._core.codec import decode_server_frame
+from statesession.protocol import decode_server_frame
 
 from .helpers import serving
 from .test_client import connector

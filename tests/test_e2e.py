@@ -19,7 +19,7 @@ import trio.testing
 
 import statesession
 from statesession import Backoff, Channel, RemoteError, SessionConfig
-from statesession._core.codec import decode_server_frame
+from statesession.protocol import decode_server_frame
 from statesession_tcp import FrameDecoder, encode_frame
 
 from .helpers import live_tasks

@@ -14,7 +14,8 @@ import trio.testing
 
 import statesession
 from statesession import Channel, MemoryStore, ProtocolError, SessionConfig
-from statesession._core.codec import MAX_DEPTH, MAX_VALUES, decode_client_frame
+from statesession._core.shape import MAX_DEPTH, MAX_VALUES
+from statesession.protocol import decode_client_frame
 from statesession.testing import MemoryChannel, memory_channel_pair
 
 from .helpers import RawPeer, Served, serving

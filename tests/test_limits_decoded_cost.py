@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from statesession._core.codec import decode_client_frame, decoded_cost
+from statesession._core.shape import decoded_cost
+from statesession.protocol import decode_client_frame
 
 
 def test_decoded_cost_is_not_below_what_a_decoded_string_costs() -> None:

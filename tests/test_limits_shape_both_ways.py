@@ -13,7 +13,8 @@ import trio.testing
 
 import statesession
 from statesession import MessageTooLargeError, ProtocolError, SessionConfig
-from statesession._core.codec import decode_client_frame, decode_server_frame, encode_message_data
+from statesession._core.codec import encode_message_data
+from statesession.protocol import decode_client_frame, decode_server_frame
 
 from .helpers import serving
 from .test_client import connector

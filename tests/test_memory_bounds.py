@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from statesession._core.codec import MAX_VALUES
+from statesession._core.shape import MAX_VALUES
 from statesession_tcp import FrameDecoder, encode_frame
 
 from .helpers import start_server

@@ -12,8 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from statesession import MessageTooLargeError, ProtocolError
-from statesession._core.codec import MAX_SEQ, encode_msg
+from statesession._core.codec import encode_msg
+from statesession._core.errors import ERROR_TABLE, FINAL_CODES
+from statesession._core.frames import MAX_SEQ
 from statesession.protocol import (
+    CLOSE_CODES,
     ERROR_CODES,
     RETRYABLE_CODES,
     AckFrame,
@@ -230,6 +233,43 @@ def test_protocol_error_codes_are_exactly_the_documented_ones() -> None:
     assert documented == ERROR_CODES
     assert RETRYABLE_CODES < ERROR_CODES
     assert {"server_shutdown", "unavailable"} <= RETRYABLE_CODES
+
+
+def _docs_section(heading: str) -> str:
+    text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    section = text[text.index(f"\n## {heading}\n") + 1 :]
+    return section[: section.find("\n## ", 1)]
+
+
+def test_protocol_error_table_is_the_one_docs_protocol_md_shows() -> None:
+    """docs/protocol.md's error table lists the table's codes in its order, "yes" as
+    fatal exactly for those always fatal, and its retryable codes are the table's."""
+    section = _docs_section("Errors")
+    rows = re.findall(r"^\| `([a-z_]+)` \| [^|]* \| ([^|]*) \|$", section, flags=re.MULTILINE)
+    assert [code for code, _ in rows] == [error.code for error in ERROR_TABLE]
+    assert {code: fatal == "yes" for code, fatal in rows} == {
+        error.code: error.always_fatal for error in ERROR_TABLE
+    }
+    listed = re.search(
+        r"^((?:`[a-z_]+`(?:, | and ))+`[a-z_]+`) are \*\*retryable\*\*", section, re.M
+    )
+    assert listed is not None
+    retryable = set(re.findall(r"`([a-z_]+)`", listed.group(1)))
+    assert retryable == RETRYABLE_CODES == {e.code for e in ERROR_TABLE if e.retryable}
+    assert FINAL_CODES == ERROR_CODES - RETRYABLE_CODES
+
+
+def test_protocol_close_codes_are_the_ones_docs_protocol_md_shows() -> None:
+    """docs/protocol.md's WebSocket close-code table gives every error code, once, the
+    close code the table gives it."""
+    section = _docs_section("Transports")
+    table = section[section.index("| code | error | code | error |") :]
+    table = table[: table.index("\n\n")]
+    pairs = re.findall(r"\| (\d{4}) \| `([a-z_]+)`", table)
+    documented = {code: int(close) for close, code in pairs}
+    assert len(documented) == len(pairs)
+    assert documented == dict(CLOSE_CODES)
+    assert dict(CLOSE_CODES) == {error.code: error.close_code for error in ERROR_TABLE}
 
 
 @pytest.mark.parametrize("number", ["1e400", "-1e400", "1E999", "[1e309]"])

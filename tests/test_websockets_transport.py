@@ -24,6 +24,7 @@ from websockets.uri import parse_uri
 
 import statesession
 from statesession import Channel, SessionConfig
+from statesession.protocol import CLOSE_CODES
 from statesession_websocket import WebsocketsChannel
 
 from .helpers import echo_app, examples, live_tasks
@@ -259,6 +260,14 @@ async def test_an_idle_connection_holds_no_task() -> None:
         assert len(live_tasks()) - before == 5
         for client in clients:
             await client.stream.aclose()
+
+
+def test_websocket_close_codes_are_the_protocol_tables() -> None:
+    """Both WebSocket transports close with the protocol table's code for each error,
+    and 1000 for a normal close."""
+    import statesession_websocket
+
+    assert statesession_websocket.CLOSE_CODES == {None: 1000, **CLOSE_CODES}
 
 
 def test_importing_the_package_loads_no_websocket_library() -> None:

@@ -42,11 +42,16 @@ import math
 from collections import deque
 from typing import Any, Literal
 
-from .._core.codec import (
-    ERROR_CODES,
-    PING_TEXT,
-    PONG_TEXT,
-    RETRYABLE_CODES,
+from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame
+from .._core.delivery import ack_is_due
+from .._core.errors import FINAL_CODES, RETRYABLE_CODES
+from .._core.exceptions import (
+    MessageTooLargeError,
+    RemoteError,
+    ResumeGapError,
+    SessionClosedError,
+)
+from .._core.frames import (
     AckFrame,
     ByeFrame,
     ClosedFrame,
@@ -57,24 +62,13 @@ from .._core.codec import (
     ServerFrame,
     StateFrame,
     WelcomeFrame,
-    decoded_cost,
-    encode_frame,
 )
-from .._core.delivery import ack_is_due
-from .._core.exceptions import (
-    MessageTooLargeError,
-    RemoteError,
-    ResumeGapError,
-    SessionClosedError,
-)
+from .._core.shape import decoded_cost
 
-__all__ = ["FINAL_CODES", "ClientProtocol", "Effect", "message_cost", "remote_error"]
+__all__ = ["ClientProtocol", "Effect", "message_cost", "remote_error"]
 
 #: What the ``msg`` envelope adds to a message's cost in the server's inbox, at most.
 _ENVELOPE_COST = 512
-
-#: Error codes after which reconnecting cannot help.
-FINAL_CODES = ERROR_CODES - RETRYABLE_CODES
 
 
 class Effect(enum.Enum):

@@ -30,7 +30,7 @@ from typing import cast
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import ErrorFrame, MsgFrame, decode_server_frame
+from .._core.decode import decode_server_frame
 from .._core.exceptions import (
     ChannelBrokenError,
     ChannelError,
@@ -38,6 +38,7 @@ from .._core.exceptions import (
     ProtocolError,
     RemoteError,
 )
+from .._core.frames import ErrorFrame, MsgFrame
 from .backoff import Backoff
 from .state import ClientProtocol, Effect, remote_error
 

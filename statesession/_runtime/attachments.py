@@ -7,13 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._core.codec import (
-    ClosedFrame,
-    encode_data,
-    encode_frame,
-)
+from .._core.codec import encode_data, encode_frame
 from .._core.delivery import ClientCursor
 from .._core.exceptions import ProtocolError, SessionClosedError
+from .._core.frames import ClosedFrame
 
 if TYPE_CHECKING:
     from .connection import Connection

@@ -29,24 +29,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import (
-    PING_TEXT,
-    PONG_TEXT,
-    AckFrame,
-    ByeFrame,
-    HelloFrame,
-    MsgFrame,
-    PingFrame,
-    WelcomeFrame,
-    decode_client_frame,
-    decoded_cost,
-    encode_frame,
-    error_text,
-    peek_msg_seq,
-)
+from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame, error_text, peek_msg_seq
+from .._core.decode import decode_client_frame
 from .._core.delivery import ClientCursor, ReplayBuffer, ack_is_due
 from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
 from .._core.fifo import Fifo
+from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame, WelcomeFrame
+from .._core.shape import decoded_cost
 from .timers import Timer
 
 if TYPE_CHECKING:

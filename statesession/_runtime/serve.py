@@ -13,12 +13,14 @@ from typing import Any
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import HelloFrame, decode_client_frame, error_text
+from .._core.codec import error_text
+from .._core.decode import decode_client_frame
 from .._core.exceptions import (
     ChannelError,
     FrameTooLargeError,
     ProtocolError,
 )
+from .._core.frames import HelloFrame
 from .._core.util import new_id, plural
 from .connection import Connection
 from .registry import (

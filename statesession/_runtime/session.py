@@ -43,13 +43,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._core.codec import (
-    decoded_cost,
-    encode_data,
-    encode_message_data,
-)
+from .._core.codec import encode_data, encode_message_data
 from .._core.exceptions import MessageTooLargeError, SessionClosedError
 from .._core.report import CleanupReport
+from .._core.shape import decoded_cost
 from .._core.snapshot import Snapshot
 
 if TYPE_CHECKING:

@@ -11,13 +11,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._core.codec import (
-    ClosedFrame,
-    StateFrame,
-    encode_frame,
-    error_text,
-)
+from .._core.codec import encode_frame, error_text
 from .._core.exceptions import ProtocolError
+from .._core.frames import ClosedFrame, StateFrame
 from .._core.snapshot import ClientState, InboxMessage, Snapshot
 from .cascade import Cascade, OwnedTask, describe
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import trio
 
 from statesession import Channel, SessionConfig, Transport, TransportError
+from statesession.protocol import CLOSE_CODES as ERROR_CLOSE_CODES
 from statesession.sockets import Stream, serve_tcp
 
 __all__ = [
@@ -34,20 +35,10 @@ __all__ = [
 
 DEFAULT_PORT = 8765
 
-#: The WebSocket close code for each fatal protocol error (1000 for a normal close).
-CLOSE_CODES: dict[str | None, int] = {
-    None: 1000,
-    "bad_frame": 4000,
-    "bad_version": 4001,
-    "handshake_timeout": 4002,
-    "unknown_session": 4003,
-    "bad_token": 4004,
-    "resume_gap": 4005,
-    "session_limit": 4006,
-    "frame_too_large": 4007,
-    "terminated": 4008,
-    "server_shutdown": 4009,
-}
+#: The WebSocket close code for each fatal protocol error, from the protocol's table
+#: (1000 for a normal close).
+CLOSE_CODES: dict[str | None, int] = {None: 1000}
+CLOSE_CODES.update(ERROR_CLOSE_CODES.items())
 #: The close code of a frame over a limit (RFC 6455: Message Too Big).
 MESSAGE_TOO_BIG = 1009
 #: The close code of a frame that breaks the WebSocket protocol (RFC 6455: Protocol Error).
