@@ -25,11 +25,13 @@ from _common import idle_app
 
 import statesession
 from statesession._runtime.connection import WRITER_IDLE
+from statesession.protocol import HelloFrame, WelcomeFrame, decode_server_frame, encode_frame
 from statesession.testing import memory_channel_pair
 
 #: Seconds every connection is left idle before memory is measured (--idle): long enough
 #: for idle connections' writers to have ended.
 IDLE = WRITER_IDLE + 0.5
+HELLO = encode_frame(HelloFrame())
 
 
 async def measure(
@@ -85,9 +87,11 @@ async def sessions(count: int, idle: float) -> float:
         async def open_one(nursery: trio.Nursery) -> object:
             server, client = memory_channel_pair(buffer=1)
             nursery.start_soon(manager.serve_channel, server)
-            await client.send('{"type":"hello","v":1}')
+            await client.send(HELLO)
             reply = await client.receive()
-            if '"type":"welcome"' not in reply:
+            if not isinstance(
+                decode_server_frame(reply, max_frame=config.max_frame), WelcomeFrame
+            ):
                 raise SystemExit(f"session {len(manager)} was refused: {reply!s:.200}")
             return client
 

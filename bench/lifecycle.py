@@ -71,30 +71,30 @@ from _common import (
 
 import statesession
 from statesession import ChannelError, Outcome, SessionConfig
+from statesession.protocol import ClosedFrame, HelloFrame, WelcomeFrame, encode_frame
 from statesession.testing import MemoryChannel, memory_channel_pair
 
 #: The goal for terminating one session with T tasks and R resources, in seconds.
 TERMINATE_GOAL = 0.020
 
-HELLO = '{"type":"hello","v":1}'
+HELLO = encode_frame(HelloFrame())
 
 #: What the baseline's trivial server answers: a welcome with the fields and sizes of a
 #: real one (16-character id, 32-character token, 12-character client id).
-WELCOME_SHAPED = json.dumps(
-    {
-        "type": "welcome",
-        "v": 1,
-        "session": "s" * 16,
-        "token": "t" * 32,
-        "client": "c" * 12,
-        "resumed": False,
-        "state": "active",
-        "ack": 0,
-        "heartbeat": 3600.0,
-        "window": 30.0,
-    },
-    separators=(",", ":"),
+WELCOME_SHAPED = encode_frame(
+    WelcomeFrame(
+        session="s" * 16,
+        token="t" * 32,
+        client="c" * 12,
+        resumed=False,
+        state="active",
+        ack=0,
+        heartbeat=3600.0,
+        window=30.0,
+    )
 )
+#: The last frame a client of a session ended by the shutdown gets.
+CLOSED_BY_SHUTDOWN = encode_frame(ClosedFrame(reason="server_shutdown"))
 
 
 @contextmanager
@@ -228,11 +228,11 @@ async def sessions_run(count: int) -> Figures:
 async def expect_closed(client: MemoryChannel) -> None:
     """Check that a client was told its session ended (``closed server_shutdown``) and
     that its channel was closed."""
-    last: dict[str, object] = {}
+    last = ""
     with suppress(ChannelError):
         while True:
-            last = json.loads(await client.receive())
-    if last != {"type": "closed", "reason": "server_shutdown"}:
+            last = await client.receive()
+    if last != CLOSED_BY_SHUTDOWN:
         raise BenchError(f"a client's last frame was {last!r}, not closed server_shutdown")
     await client.aclose()
 

@@ -80,6 +80,8 @@ from trio_websocket import (
 )
 
 import statesession
+from statesession._core.codec import PONG_TEXT, ack_text, encode_data, msg_text
+from statesession.protocol import ByeFrame, HelloFrame, encode_frame
 
 HOST = "127.0.0.1"
 #: The application payload of every message: 100 ASCII characters.
@@ -404,9 +406,9 @@ async def websocket_echo_client(load: Load, index: int) -> None:
 async def statesession_v1_client(load: Load, index: int) -> None:
     """A minimal, correct wire protocol v1 client over trio-websocket."""
     url = f"ws://{HOST}:{load.plan.port}/"
-    body = json.dumps(PAYLOAD)
+    body = encode_data(PAYLOAD)
     async with open_websocket_url(url, connect_timeout=STALL_TIMEOUT) as ws:
-        await ws.send_message('{"type":"hello","v":1}')
+        await ws.send_message(encode_frame(HelloFrame()))
         welcome = json.loads(await ws.get_message())
         if welcome.get("type") != "welcome":
             raise BenchError(f"hello was answered with {welcome}")
@@ -419,14 +421,14 @@ async def statesession_v1_client(load: Load, index: int) -> None:
                 frame: dict[str, Any] = json.loads(await ws.get_message())
                 kind = frame["type"]
                 if kind == "ping":
-                    await ws.send_message('{"type":"pong"}')
+                    await ws.send_message(PONG_TEXT)
                 elif kind != "pong":
                     return frame
 
         async def round_trip() -> None:
             nonlocal sent, received, acked
             sent += 1
-            await ws.send_message(f'{{"type":"msg","seq":{sent},"data":{body}}}')
+            await ws.send_message(msg_text(sent, body))
             while True:
                 frame = await next_frame()
                 if frame["type"] == "msg":
@@ -437,12 +439,12 @@ async def statesession_v1_client(load: Load, index: int) -> None:
                 raise BenchError(f"expected msg {received + 1} echoing the message: {frame}")
             received = frame["seq"]
             if received - acked >= ACK_EVERY:
-                await ws.send_message(f'{{"type":"ack","seq":{received}}}')
+                await ws.send_message(ack_text(received))
                 acked = received
 
         await load.client(index, round_trip)
-        await ws.send_message(f'{{"type":"ack","seq":{received}}}')
-        await ws.send_message('{"type":"bye"}')
+        await ws.send_message(ack_text(received))
+        await ws.send_message(encode_frame(ByeFrame()))
         while (await next_frame())["type"] != "closed":
             pass
     load.closed_one(index)

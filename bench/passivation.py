@@ -48,6 +48,7 @@ from _common import session_shaped
 
 import statesession
 from statesession import SessionStore, Snapshot, open_store
+from statesession.protocol import HelloFrame, encode_frame
 from statesession.testing import MemoryChannel, memory_channel_pair
 
 
@@ -113,8 +114,8 @@ def traced() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-async def hello(channel: MemoryChannel, frame: dict[str, object]) -> dict[str, object]:
-    await channel.send(json.dumps({"type": "hello", "v": 1, **frame}))
+async def hello(channel: MemoryChannel, frame: HelloFrame) -> dict[str, object]:
+    await channel.send(encode_frame(frame))
     welcome = json.loads(await channel.receive())
     assert welcome["type"] == "welcome", welcome
     return welcome  # type: ignore[no-any-return]
@@ -146,15 +147,15 @@ async def measure(count: int, store_kind: str, trace: bool) -> Figures:
         for _ in range(count):
             server, client = memory_channel_pair(buffer=4)
             nursery.start_soon(manager.serve_channel, server)
-            welcome = await hello(client, {})
+            welcome = await hello(client, HelloFrame())
             resumes.append(
-                {
-                    "session": welcome["session"],
-                    "token": welcome["token"],
-                    "client": welcome["client"],
-                    "ack": 0,
-                    "resume": True,
-                }
+                HelloFrame(
+                    session=str(welcome["session"]),
+                    token=str(welcome["token"]),
+                    client=str(welcome["client"]),
+                    ack=0,
+                    resume=True,
+                )
             )
             await client.aclose()
         await trio.testing.wait_all_tasks_blocked()
@@ -164,7 +165,7 @@ async def measure(count: int, store_kind: str, trace: bool) -> Figures:
         # Passivate them all.
         started = time.perf_counter()
         for resume in resumes:
-            manager.passivate(str(resume["session"]))
+            manager.passivate(str(resume.session))
         while len(manager):
             await trio.lowlevel.checkpoint()
         await store.flush()
@@ -176,7 +177,7 @@ async def measure(count: int, store_kind: str, trace: bool) -> Figures:
         snapshots: list[Snapshot | None] = [None] * count
 
         async def load(i: int) -> None:
-            snapshots[i] = await store.load(str(resumes[i]["session"]))
+            snapshots[i] = await store.load(str(resumes[i].session))
 
         started = time.perf_counter()
         async with trio.open_nursery() as loaders:
@@ -194,7 +195,7 @@ async def measure(count: int, store_kind: str, trace: bool) -> Figures:
         # Bring them all back: every client resumes.
         clients: list[MemoryChannel] = []
 
-        async def resume(frame: dict[str, object]) -> None:
+        async def resume(frame: HelloFrame) -> None:
             server, client = memory_channel_pair(buffer=4)
             nursery.start_soon(manager.serve_channel, server)
             await hello(client, frame)

@@ -55,6 +55,8 @@ from trio_websocket import (
 
 import statesession
 from statesession import SessionConfig
+from statesession._core.codec import ack_text, encode_message_data, msg_text
+from statesession.protocol import ByeFrame, HelloFrame, encode_frame
 from statesession_websocket._common import RECEIVE_SIZE
 
 #: The goal for reconnecting and receiving 1,000 replayed messages, in seconds.
@@ -86,10 +88,7 @@ def payloads(count: int, size: int) -> list[str]:
 
 def msg_frames(data: list[str]) -> list[str]:
     """The ``msg`` frames carrying ``data``, seq 1, 2, ..., as the server writes them."""
-    return [
-        json.dumps({"type": "msg", "seq": seq, "data": item}, separators=(",", ":"))
-        for seq, item in enumerate(data, start=1)
-    ]
+    return [msg_text(seq, encode_message_data(item)) for seq, item in enumerate(data, start=1)]
 
 
 async def receive_frame(ws: WebSocketConnection) -> dict[str, Any]:
@@ -158,7 +157,7 @@ async def resume_once(
     data = burst.data
     with bounded(10, "a first connection to be welcomed"):
         async with connect(port) as ws:
-            await ws.send_message('{"type":"hello","v":1}')
+            await ws.send_message(encode_frame(HelloFrame()))
             welcome = await receive_frame(ws)
             if welcome.get("type") != "welcome":
                 raise BenchError(f"expected a welcome, got {welcome!r}")
@@ -173,16 +172,14 @@ async def resume_once(
         raise BenchError(f"the session buffered {buffered} messages, not {len(data)}")
     await trio.testing.wait_all_tasks_blocked()
 
-    hello = json.dumps(
-        {
-            "type": "hello",
-            "v": 1,
-            "session": welcome["session"],
-            "token": welcome["token"],
-            "client": welcome["client"],
-            "ack": 0,
-            "resume": True,
-        }
+    hello = encode_frame(
+        HelloFrame(
+            session=welcome["session"],
+            token=welcome["token"],
+            client=welcome["client"],
+            ack=0,
+            resume=True,
+        )
     )
     with bounded(10, "the reconnect and the replay"):
         stopwatch = Stopwatch()
@@ -195,8 +192,8 @@ async def resume_once(
             durations.append(stopwatch.stop())
             # Untimed: acknowledge everything, end the session, and check that nothing
             # was delivered twice.
-            await ws.send_message(json.dumps({"type": "ack", "seq": len(data)}))
-            await ws.send_message('{"type":"bye"}')
+            await ws.send_message(ack_text(len(data)))
+            await ws.send_message(encode_frame(ByeFrame()))
             while (frame := await receive_frame(ws)).get("type") != "closed":
                 if frame.get("type") == "msg":
                     raise BenchError(f"msg {frame.get('seq')} was delivered twice")

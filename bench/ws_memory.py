@@ -437,8 +437,9 @@ class Dialect:
     handshake: Callable[[WebSocketConnection], Awaitable[None]]
     #: The reply to a message received while idle (a keepalive), if any.
     answer: Callable[[str | bytes], str | None]
-    #: Sent before a warm-up client closes; the client then reads until the server closes.
-    farewell: str | None = None
+    #: What a warm-up client sends before it closes, if anything; it then reads until the
+    #: server closes.
+    farewell: Callable[[], str] | None = None
 
 
 async def no_handshake(connection: WebSocketConnection) -> None:
@@ -449,15 +450,29 @@ def no_answer(message: str | bytes) -> None:
     return None
 
 
+# statesession is imported by the statesession dialect's functions only, as by its server:
+# the other servers' processes never load it.
+
+
 async def statesession_handshake(connection: WebSocketConnection) -> None:
-    await connection.send_message('{"type":"hello","v":1}')
+    from statesession.protocol import HelloFrame, encode_frame
+
+    await connection.send_message(encode_frame(HelloFrame()))
     welcome = json.loads(await connection.get_message())
     if welcome.get("type") != "welcome" or welcome.get("state") != "active":
         raise BenchError(f"expected an active welcome, got {str(welcome)[:200]}")
 
 
 def statesession_answer(message: str | bytes) -> str | None:
-    return '{"type":"pong"}' if json.loads(message).get("type") == "ping" else None
+    from statesession._core.codec import PONG_TEXT
+
+    return PONG_TEXT if json.loads(message).get("type") == "ping" else None
+
+
+def statesession_farewell() -> str:
+    from statesession.protocol import ByeFrame, encode_frame
+
+    return encode_frame(ByeFrame())
 
 
 async def socketio_handshake(connection: WebSocketConnection) -> None:
@@ -482,7 +497,7 @@ def socketio_answer(message: str | bytes) -> str | None:
 DIALECTS: dict[str, Dialect] = {
     "raw": Dialect("/", no_handshake, no_answer),
     "statesession": Dialect(
-        "/", statesession_handshake, statesession_answer, farewell='{"type":"bye"}'
+        "/", statesession_handshake, statesession_answer, farewell=statesession_farewell
     ),
     "socketio": Dialect(
         "/socket.io/?EIO=4&transport=websocket", socketio_handshake, socketio_answer
@@ -519,7 +534,7 @@ async def load(port: int, dialect: Dialect, count: int, warmup: bool, out: IO[st
                 with trio.move_on_after(10):
                     if dialect.farewell is not None:
                         try:
-                            await connection.send_message(dialect.farewell)
+                            await connection.send_message(dialect.farewell())
                             while True:  # until the server closes
                                 await connection.get_message()
                         except ConnectionClosed:

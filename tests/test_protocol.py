@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from statesession import MessageTooLargeError, ProtocolError
-from statesession._core.codec import encode_msg
+from statesession import ProtocolError
+from statesession._core.codec import encode_message_data, msg_text
 from statesession._core.errors import ERROR_TABLE, FINAL_CODES
 from statesession._core.frames import MAX_SEQ
 from statesession.protocol import (
@@ -101,8 +101,8 @@ def test_protocol_frames_are_json_objects_with_a_type() -> None:
 
 @given(seq=st.integers(1, MAX_SEQ), data=json_values)
 def test_protocol_msg_round_trips_any_json(seq: int, data: Any) -> None:
-    """encode_msg (the server's hot path) round-trips any JSON value, ASCII only."""
-    text = encode_msg(seq, data, max_frame=LIMIT * 16)
+    """A msg frame as the hot path writes it round-trips any JSON value, ASCII only."""
+    text = msg_text(seq, encode_message_data(data))
     assert text.isascii()
     assert decode_server_frame(text, max_frame=LIMIT * 16) == MsgFrame(seq=seq, data=data)
 
@@ -215,13 +215,12 @@ def test_protocol_unknown_fields_are_ignored() -> None:
     assert frame == AckFrame(seq=3)
 
 
-def test_protocol_encode_msg_refuses_oversized_and_non_json() -> None:
-    with pytest.raises(MessageTooLargeError, match="over max_frame"):
-        encode_msg(1, "x" * 100, max_frame=50)
+def test_protocol_encode_message_data_refuses_non_json() -> None:
+    """Message data that is not JSON (a set, NaN) raises TypeError before any frame."""
     with pytest.raises(TypeError, match="JSON-serializable"):
-        encode_msg(1, {1, 2}, max_frame=LIMIT)
+        encode_message_data({1, 2})
     with pytest.raises(TypeError, match="JSON-serializable"):
-        encode_msg(1, float("nan"), max_frame=LIMIT)
+        encode_message_data(float("nan"))
 
 
 def test_protocol_error_codes_are_exactly_the_documented_ones() -> None:

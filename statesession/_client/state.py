@@ -42,7 +42,7 @@ import math
 from collections import deque
 from typing import Any, Literal
 
-from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame
+from .._core.codec import PING_TEXT, PONG_TEXT, ack_text, encode_frame, msg_text
 from .._core.delivery import ack_is_due
 from .._core.errors import FINAL_CODES, RETRYABLE_CODES
 from .._core.exceptions import (
@@ -236,7 +236,7 @@ class ClientProtocol:
         """Number the message with encoded ``data`` ``body`` and hold it pending; raise
         :class:`MessageTooLargeError` if its frame is over ``max_frame``."""
         seq = self.next_seq
-        text = f'{{"type":"msg","seq":{seq},"data":{body}}}'
+        text = msg_text(seq, body)
         if len(text) > self.max_frame:
             raise MessageTooLargeError(
                 f"message frame of {len(text)} bytes is over max_frame ({self.max_frame})"
@@ -422,7 +422,7 @@ class ClientProtocol:
         ):
             self.acked_sent = consumed
             self.ack_due = math.inf
-            return f'{{"type":"ack","seq":{consumed}}}'
+            return ack_text(consumed)
         if self.control:
             return self.control.popleft()
         pending = self.pending

@@ -2,15 +2,17 @@
 
 Theory of operation
 -------------------
-Frame text is written here: :func:`encode_frame` for any frame value, the fixed
-:data:`PING_TEXT` and :data:`PONG_TEXT`, :func:`error_text`, and :func:`encode_msg` for
-a whole ``msg`` frame checked against ``max_frame``. The message path encodes each
-message once: its data by :func:`encode_message_data` (which refuses data no peer would
-accept, see :mod:`.shape`), inside a ``msg`` envelope that the session and the client
-write themselves, as connections and the client do their ``ack`` frames, in the form
-:func:`encode_frame` gives them. That text is what the replay buffer holds and every
-connection sends. Encoding uses ASCII-only JSON, so a frame's length in characters is
-its length in bytes.
+Every frame's text is written here, by the server, by the client and by the benchmarks'
+clients alike: :func:`encode_frame` for any frame value, the fixed :data:`PING_TEXT` and
+:data:`PONG_TEXT`, :func:`error_text`, and for the message path :func:`msg_text` and
+:func:`ack_text`. The message path encodes each message once: its data by
+:func:`encode_message_data` (which refuses data no peer would accept, see :mod:`.shape`),
+then :func:`msg_text` puts it in its ``msg`` envelope (:data:`MSG_ENVELOPE` characters
+besides the seq's digits, for checking ``max_frame`` before the seq is known). That
+text is what the replay buffer holds and every connection sends. :func:`encode_frame`
+writes ``msg`` and ``ack`` frames with the same two functions, so there is one form of
+each. Encoding uses ASCII-only JSON, so a frame's length in characters is its length in
+bytes.
 
 :func:`peek_msg_seq` reads back the start this module writes, as a hint only; decoding
 and validating is :mod:`.decode`'s.
@@ -41,13 +43,15 @@ from .frames import (
 from .shape import check_shape
 
 __all__ = [
+    "MSG_ENVELOPE",
     "PING_TEXT",
     "PONG_TEXT",
+    "ack_text",
     "encode_data",
     "encode_frame",
     "encode_message_data",
-    "encode_msg",
     "error_text",
+    "msg_text",
     "peek_msg_seq",
 ]
 
@@ -77,15 +81,19 @@ def encode_message_data(data: Any) -> str:
     return body
 
 
-def encode_msg(seq: int, data: Any, *, max_frame: int) -> str:
-    """Encode a ``msg`` frame once, checking it against ``max_frame``."""
-    text = f'{{"type":"msg","seq":{seq},"data":{encode_data(data)}}}'
-    if len(text) > max_frame:
-        raise MessageTooLargeError(
-            f"message frame of {len(text)} bytes is over max_frame ({max_frame} bytes); "
-            "split the message or raise max_frame"
-        )
-    return text
+def msg_text(seq: int, body: str) -> str:
+    """The ``msg`` frame ``seq`` around ``body``, its data already encoded
+    (:func:`encode_message_data`)."""
+    return f'{{"type":"msg","seq":{seq},"data":{body}}}'
+
+
+def ack_text(seq: int) -> str:
+    """The ``ack`` frame acknowledging every message up to ``seq``."""
+    return f'{{"type":"ack","seq":{seq}}}'
+
+
+#: What the ``msg`` envelope adds to the encoded data, besides the seq's digits.
+MSG_ENVELOPE: Final = len(msg_text(0, "")) - 1
 
 
 _MSG_SEQ = re.compile(rb'\s*\{\s*"type"\s*:\s*"msg"\s*,\s*"seq"\s*:\s*(\d{1,16})\s*[,}]')
@@ -113,9 +121,9 @@ def encode_frame(frame: Frame) -> str:
     if isinstance(frame, PongFrame):
         return PONG_TEXT
     if isinstance(frame, AckFrame):
-        return f'{{"type":"ack","seq":{frame.seq}}}'
+        return ack_text(frame.seq)
     if isinstance(frame, MsgFrame):
-        return f'{{"type":"msg","seq":{frame.seq},"data":{encode_data(frame.data)}}}'
+        return msg_text(frame.seq, encode_data(frame.data))
     fields: dict[str, Any] = {"type": _TYPE_OF[type(frame)]}
     for name, value in attrs.asdict(frame, recurse=False).items():
         # (A hello that does not resume says nothing of it.)

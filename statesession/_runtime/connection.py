@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame, error_text, peek_msg_seq
+from .._core.codec import PING_TEXT, PONG_TEXT, ack_text, encode_frame, error_text, peek_msg_seq
 from .._core.decode import decode_client_frame
 from .._core.delivery import ClientCursor, ReplayBuffer, ack_is_due
 from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
@@ -595,7 +595,7 @@ class Connection:
                 cursor.ack_sent = processed
                 cursor.ack_due = math.inf
                 self._reack = False
-                return f'{{"type":"ack","seq":{processed}}}', False
+                return ack_text(processed), False
         seq = self.next_seq
         if seq <= buffer.last_seq:
             if seq < buffer.first_seq:

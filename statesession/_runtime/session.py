@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._core.codec import encode_data, encode_message_data
+from .._core.codec import MSG_ENVELOPE, encode_data, encode_message_data, msg_text
 from .._core.exceptions import MessageTooLargeError, SessionClosedError
 from .._core.report import CleanupReport
 from .._core.shape import decoded_cost
@@ -53,10 +53,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 from .actor import Actor
-from .state import (
-    _MSG_ENVELOPE,
-    Message,
-)
+from .state import Message
 
 __all__ = ["Message", "Session", "SessionStatistics"]
 
@@ -108,7 +105,7 @@ class Session(Actor):
             self._check_open()
         seq = buffer.last_seq + 1
         self._frame_size(body, seq)  # the seq may have grown a digit while waiting
-        frame = f'{{"type":"msg","seq":{seq},"data":{body}}}'
+        frame = msg_text(seq, body)
         buffer.append(frame)
         self._last_activity = trio.current_time()
         self._wake_writers()
@@ -172,7 +169,7 @@ class Session(Actor):
         return message
 
     def _frame_size(self, body: str, seq: int) -> int:
-        size = len(body) + len(str(seq)) + _MSG_ENVELOPE
+        size = len(body) + len(str(seq)) + MSG_ENVELOPE
         max_frame = self._manager.config.max_frame
         if size > max_frame:
             raise MessageTooLargeError(
@@ -268,7 +265,7 @@ class Session(Actor):
             # Taken as it was received, even from a client forgotten since (away longer
             # than the window): the app gets it, as it would had the session stayed in
             # memory; only a remembered client's share of the inbox counts it.
-            size = decoded_cost(encode_data(message.data)) + _MSG_ENVELOPE
+            size = decoded_cost(encode_data(message.data)) + MSG_ENVELOPE
             session._incoming.append(
                 Message(client=message.client, seq=message.seq, data=message.data, size=size)
             )

@@ -31,9 +31,6 @@ log = logging.getLogger("statesession")
 
 T = TypeVar("T")
 
-#: What the ``msg`` envelope adds to the encoded data, besides the seq's digits.
-_MSG_ENVELOPE = len('{"type":"msg","seq":,"data":}')
-
 
 @attrs.frozen(kw_only=True)
 class Message:
