@@ -56,7 +56,7 @@ async def echo(session: statesession.Session) -> None:
 
 async def abort(channel: Channel) -> None:
     """Kill a server-side connection abruptly (RST), as a crash or a network failure."""
-    await channel.abort()  # type: ignore[attr-defined]
+    await channel.abort()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

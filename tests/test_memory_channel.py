@@ -144,3 +144,33 @@ async def test_faulty_cut_wakes_pending_operations() -> None:
             await faulty.receive()
     with pytest.raises(ChannelBrokenError):
         await server.receive()
+
+
+async def test_memory_pair_abort_closes_this_end_and_breaks_the_peer() -> None:
+    """abort() closes this end at once (ChannelClosedError here), loses frames in
+    flight, and the peer's receive and send raise ChannelBrokenError saying it was
+    reset."""
+    server, client = memory_channel_pair()
+    await client.send("in flight")
+    await client.abort()
+    await client.abort()  # idempotent
+    with pytest.raises(ChannelClosedError):
+        await client.receive()
+    with pytest.raises(ChannelClosedError):
+        await client.send("x")
+    with pytest.raises(ChannelBrokenError, match="reset"):
+        await server.receive()
+    with pytest.raises(ChannelBrokenError, match="reset"):
+        await server.send("anyone?")
+    await server.aclose()
+
+
+async def test_faulty_abort_aborts_the_inner_channel() -> None:
+    """A FaultyChannel's abort() aborts the channel it wraps, so the peer sees a reset."""
+    server, client = memory_channel_pair()
+    faulty = FaultyChannel(client)
+    await faulty.abort()
+    with pytest.raises(ChannelClosedError):
+        await faulty.receive()
+    with pytest.raises(ChannelBrokenError, match="reset"):
+        await server.receive()

@@ -14,6 +14,7 @@ from statesession import Channel, SessionConfig, Transport, load_transport
 from statesession.testing import (
     CONFORMANCE_CHECKS,
     FaultyChannel,
+    MemoryChannel,
     OpenPair,
     _conformance,
     check_channel_pair,
@@ -52,6 +53,37 @@ async def test_transport_conformance_catches_a_lossy_channel(
 
     with pytest.raises(AssertionError, match="'ordering' failed: no frame arrived"):
         await check_channel_pair(lossy, max_frame=MAX_FRAME)
+
+
+async def test_transport_conformance_peer_reset_catches_an_abort_that_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """peer_reset fails the memory twin when its abort() leaves the channel open: the
+    check runs the twin's abort, it does not pass for want of one."""
+    monkeypatch.setattr(_conformance, "STEP", 0.5)
+
+    async def does_nothing(self: MemoryChannel) -> None:
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(MemoryChannel, "abort", does_nothing)
+    with pytest.raises(AssertionError, match="receive on the first side after its abort"):
+        await CONFORMANCE_CHECKS["peer_reset"](pair_opener("memory"), MAX_FRAME)
+
+
+async def test_transport_conformance_peer_reset_catches_an_abort_that_closes_politely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """peer_reset fails a twin whose abort() only closes its own side's reading and
+    writing, leaving the peer's receive waiting: the peer must see the connection end."""
+    monkeypatch.setattr(_conformance, "STEP", 0.5)
+
+    async def half(self: MemoryChannel) -> None:
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(MemoryChannel, "abort", half)
+    with pytest.raises(AssertionError, match="the peer's receive after the first side's abort"):
+        await CONFORMANCE_CHECKS["peer_reset"](pair_opener("memory"), MAX_FRAME)
 
 
 def _unix_pair_opener(tmp_path: Path) -> OpenPair:
@@ -121,6 +153,8 @@ async def test_transport_rules_catch_a_server_without_an_error_boundary() -> Non
 
     class Fragile(Transport):
         name = "fragile"
+        schemes = ("tcp",)
+        default_port = 8766
 
         async def serve(  # type: ignore[override]
             self, handler, url, *, config, task_status=trio.TASK_STATUS_IGNORED

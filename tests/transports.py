@@ -22,8 +22,8 @@ MAX_FRAME = 256 * 1024
 
 
 def scheme_of(transport: str) -> str:
-    """The URL scheme a transport is served at."""
-    return "ws" if transport in ("websocket", "websockets") else transport
+    """The URL scheme a transport is served at: the first it declares."""
+    return statesession.load_transport(transport).schemes[0]
 
 
 def pair_opener(

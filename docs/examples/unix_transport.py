@@ -92,6 +92,8 @@ class UnixChannel(Channel):
 
 class UnixTransport(Transport):
     name = "unix"
+    schemes = ("unix",)
+    default_port = None  # a unix:// URL is a socket file's path
 
     async def serve(
         self,

@@ -18,12 +18,10 @@ import attrs
 
 from .._core.config import SessionConfig
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORTS", "DEFAULT_STORE", "SCHEMES", "_parser"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_STORE", "_parser"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STORE = "statesession.db"
-DEFAULT_PORTS = {"websocket": 8765, "websockets": 8765, "tcp": 8766}
-SCHEMES = {"websocket": "ws", "websockets": "ws"}
 
 
 class _CommandParser(argparse.ArgumentParser):

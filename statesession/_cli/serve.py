@@ -29,8 +29,7 @@ from .._core.channel import Channel
 from .._core.config import SessionConfig
 from .._core.exceptions import ConfigError, StoreError, TransportError
 from .._core.util import collapse_single_exception_group, plural
-from .._runtime.transport import Transport, pick_transport
-from .parser import DEFAULT_PORTS, SCHEMES
+from .._runtime.transport import Transport, for_role, load_transport
 
 if typing.TYPE_CHECKING:
     from .._runtime.manager import SessionManager
@@ -64,9 +63,20 @@ def _load_app(spec: str | None) -> Any:
     return app
 
 
-def _url(args: argparse.Namespace) -> str:
-    port = args.port if args.port is not None else DEFAULT_PORTS.get(args.transport, 8765)
-    scheme = SCHEMES.get(args.transport, args.transport)
+#: The port served at for a transport that declares no default port.
+_FALLBACK_PORT = 8765
+
+
+def _url(args: argparse.Namespace, transport: Transport) -> str:
+    """The URL to serve at: ``--host`` and ``--port``, else the transport's default port,
+    with the scheme ``--transport`` named (an entry point registered under a scheme), else
+    the transport's first (a transport that declares none: its name)."""
+    port = args.port
+    if port is None:
+        port = _FALLBACK_PORT if transport.default_port is None else transport.default_port
+    scheme = args.transport
+    if scheme not in transport.schemes and transport.schemes:
+        scheme = transport.schemes[0]
     host = f"[{args.host}]" if ":" in args.host else args.host
     return f"{scheme}://{host}:{port}/"
 
@@ -184,11 +194,12 @@ def _run_serve(args: argparse.Namespace) -> int:
         for name, value in vars(args).items()
         if name.startswith("config_") and value is not None
     }
-    url = _url(args)
     try:
         config = SessionConfig(**overrides)
         app = _load_app(args.app)
-        listener = _Listener(pick_transport(url, args.transport), url, config)
+        transport = for_role(load_transport(args.transport), "serve")
+        url = _url(args, transport)
+        listener = _Listener(transport, url, config)
         trio.run(_serve, app, listener, args.store, args.log_messages)
     except (ConfigError, _UsageError, TransportError, StoreError) as exc:
         print(f"statesession: {exc}", file=sys.stderr)

@@ -225,7 +225,7 @@ async def open_client(
     if ack_every < 1:
         raise ValueError(f"ack_every must be at least 1, not {ack_every!r}")
     if isinstance(connect, str):
-        picked = pick_transport(connect, transport)
+        picked = pick_transport(connect, transport, role="connect")
     elif transport is not None:
         raise ValueError("transport goes with a URL, not with a function that connects")
     with collapse_single_exception_group():

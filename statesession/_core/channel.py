@@ -64,6 +64,23 @@ class Channel(abc.ABC):
         stopped reading; the conformance suite checks all of this.
         """
 
+    async def abort(self) -> None:
+        """Close the connection at once, with no goodbye, as a crashed peer or a failed
+        network would: a network transport resets it (a TCP RST, no close handshake).
+        Afterwards this side is closed, as after :meth:`aclose`; the peer's ``receive``
+        and ``send`` raise :class:`~statesession.ChannelBrokenError`. Idempotent; never
+        raises for a broken connection. For tests and fault injection: the core never
+        calls it.
+
+        The default closes with no time left (``aclose`` under a cancel scope already
+        cancelled), which the ``aclose`` rules above make an immediate close; a transport
+        that can reset a connection overrides it."""
+        import trio  # here: the sans-I/O core imports without trio
+
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await self.aclose()
+
     @property
     def peer(self) -> str:
         """A short description of the other end, for logs."""

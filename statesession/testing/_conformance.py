@@ -5,7 +5,8 @@ two connected channels ``(a, b)`` -- for a network transport, the server's and t
 client's ends of one real connection -- and the ``max_frame`` both ends enforce on what
 they receive. A check raises ``AssertionError`` saying what went wrong. Run them all with
 :func:`check_channel_pair`, or one by one from :data:`CONFORMANCE_CHECKS` (for example to
-parametrize a test).
+parametrize a test). The rules of a Transport itself are checked by
+:func:`~statesession.testing.check_transport` (``_transport_check``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from contextlib import AbstractAsyncContextManager, suppress
 import trio
 
 from .._core.channel import Channel
-from .._core.config import SessionConfig
 from .._core.exceptions import (
     ChannelBrokenError,
     ChannelClosedError,
@@ -26,9 +26,8 @@ from .._core.exceptions import (
     FrameTooLargeError,
 )
 from .._core.util import collapse_single_exception_group
-from .._runtime.transport import Transport
 
-__all__ = ["CONFORMANCE_CHECKS", "OpenPair", "check_channel_pair", "check_transport"]
+__all__ = ["CONFORMANCE_CHECKS", "OpenPair", "check_channel_pair"]
 
 OpenPair = Callable[[], AbstractAsyncContextManager[tuple[Channel, Channel]]]
 Check = Callable[[OpenPair, int], Awaitable[None]]
@@ -328,32 +327,54 @@ async def check_aclose_keeps_deadline(open_pair: OpenPair, max_frame: int) -> No
     await _close_against_deadline(open_pair, 0.5)
 
 
+async def _expect_closed_by_abort(aborted: Channel, who: str) -> None:
+    await _raises(ChannelClosedError, aborted.receive, f"receive on {who} side after its abort")
+    await _raises(
+        ChannelClosedError, lambda: aborted.send("{}"), f"send on {who} side after its abort"
+    )
+
+
 @_check
 async def check_peer_reset(open_pair: OpenPair, max_frame: int) -> None:
-    """If the channels offer ``abort()`` (reset the connection, as a crash would), a reset
-    peer is reported as ChannelBrokenError on receive and send, and aclose stays quiet.
-    Channels without ``abort()`` pass this check trivially."""
-    async with open_pair() as (a, b):
-        abort = getattr(a, "abort", None)
-        if abort is None:
-            return
-        await b.send('{"before":"reset"}')
-        await abort()
-        await _raises(
-            ChannelBrokenError, lambda: _receive_until_broken(b), "receive after a peer reset"
-        )
-        await _raises(
-            (ChannelBrokenError, ChannelClosedError),
-            lambda: _send_until_broken(b),
-            "send after a peer reset",
-        )
-        try:
-            with trio.fail_after(CLOSE_BOUND):
-                await b.aclose()
-        except Exception as exc:
-            raise AssertionError(
-                f"aclose after a peer reset raised {type(exc).__name__}: {exc}"
-            ) from exc
+    """``abort()`` (close at once, as a crash would) on either side returns at once and
+    is idempotent; that side is then closed (ChannelClosedError), and its peer sees the
+    connection broken (ChannelBrokenError on receive and send, never a backend error)
+    while its own aclose stays quiet."""
+    for side in (0, 1):
+        async with open_pair() as pair:
+            aborting, peer = pair[side], pair[1 - side]
+            who = ("the first", "the second")[side]
+            await peer.send('{"before":"reset"}')
+            with trio.move_on_after(CLOSE_MARGIN) as waited:
+                try:
+                    await aborting.abort()
+                    await aborting.abort()  # idempotent
+                except Exception as exc:
+                    raise AssertionError(
+                        f"abort of {who} side raised {type(exc).__name__}: {exc}"
+                    ) from exc
+            _expect(
+                not waited.cancelled_caught,
+                f"abort of {who} side did not return within {CLOSE_MARGIN:g} s",
+            )
+            await _expect_closed_by_abort(aborting, who)
+            receive = functools.partial(_receive_until_broken, peer)
+            await _raises(
+                ChannelBrokenError, receive, f"the peer's receive after {who} side's abort"
+            )
+            send = functools.partial(_send_until_broken, peer)
+            await _raises(
+                (ChannelBrokenError, ChannelClosedError),
+                send,
+                f"the peer's send after {who} side's abort",
+            )
+            try:
+                with trio.fail_after(CLOSE_BOUND):
+                    await peer.aclose()
+            except Exception as exc:
+                raise AssertionError(
+                    f"aclose after its peer's abort raised {type(exc).__name__}: {exc}"
+                ) from exc
 
 
 CONFORMANCE_CHECKS: dict[str, Check] = {
@@ -370,83 +391,6 @@ CONFORMANCE_CHECKS: dict[str, Check] = {
     "aclose_out_of_time": check_aclose_out_of_time,
     "aclose_keeps_deadline": check_aclose_keeps_deadline,
 }
-
-
-async def check_transport(transport: Transport, url: str) -> None:
-    """Check the rules of a Transport itself (``url`` asks for port 0 on 127.0.0.1):
-    ``serve`` reports a URL ``connect`` reaches; one connection's failure -- its handler
-    raising -- does not stop the others; connecting where nothing listens raises
-    ``OSError`` or ``ChannelBrokenError``."""
-    config = SessionConfig(send_timeout=2.0, handshake_timeout=2.0)
-    with collapse_single_exception_group():
-        async with trio.open_nursery() as nursery:
-            served = 0
-
-            async def handler(channel: Channel) -> None:
-                nonlocal served
-                served += 1
-                if served == 1:
-                    raise RuntimeError("a handler failing must end only its own connection")
-                await channel.send(_text(await channel.receive()))
-
-            crashed: list[BaseException] = []
-
-            async def run_serve(task_status: trio.TaskStatus[str]) -> None:
-                try:
-                    await transport.serve(handler, url, config=config, task_status=task_status)
-                except Exception as exc:
-                    crashed.append(exc)
-
-            with trio.move_on_after(STEP) as starting:
-                reported: str = await nursery.start(run_serve)
-            _expect(not starting.cancelled_caught, "serve never reported its URL")
-            for attempt in range(2):
-                with trio.move_on_after(STEP) as talking:
-                    try:
-                        channel = await transport.connect(
-                            reported, nursery=nursery, max_frame=config.max_frame
-                        )
-                    except (OSError, ChannelBrokenError) as exc:
-                        _expect(
-                            not crashed,
-                            f"serve ended when one connection's handler raised: {crashed[:1]!r}",
-                        )
-                        raise AssertionError(
-                            f"connection {attempt + 1} to {reported} failed: {exc}"
-                        ) from exc
-                    try:
-                        await channel.send('{"echo":1}')
-                        answer = _text(await channel.receive())
-                    except ChannelBrokenError:
-                        answer = None
-                    finally:
-                        await channel.aclose()
-                _expect(not talking.cancelled_caught, f"connection {attempt + 1} hung")
-                _expect(
-                    not crashed,
-                    f"serve ended when one connection's handler raised: {crashed[:1]!r}",
-                )
-                if attempt == 1:
-                    _expect(
-                        answer == '{"echo":1}',
-                        "the server stopped serving after one connection's handler raised",
-                    )
-            nursery.cancel_scope.cancel()
-    async with trio.open_nursery() as nursery:
-        try:
-            with trio.fail_after(STEP):
-                stray = await transport.connect(
-                    reported, nursery=nursery, max_frame=config.max_frame
-                )
-        except (OSError, ChannelBrokenError):
-            return
-        except Exception as exc:
-            raise AssertionError(
-                f"connecting where nothing listens raised {type(exc).__name__}: {exc}; "
-                "expected OSError or ChannelBrokenError"
-            ) from exc
-        await stray.aclose()
-        raise AssertionError(f"connected to {reported} after the server stopped")
 
 
 async def check_channel_pair(open_pair: OpenPair, *, max_frame: int) -> None:

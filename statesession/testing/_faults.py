@@ -119,3 +119,10 @@ class FaultyChannel(Channel):
     async def aclose(self, error: str | None = None) -> None:
         self._closed = True
         await self.inner.aclose(error)
+
+    async def abort(self) -> None:
+        """Close at once, as a crashed peer would: the inner channel is aborted."""
+        self._closed = True
+        for scope in self._pending:
+            scope.cancel()
+        await self.inner.abort()

@@ -13,11 +13,23 @@ __all__ = ["MemoryChannel", "memory_channel_pair"]
 
 
 class _Link:
-    __slots__ = ("cut", "ends")
+    """What the two ends share: how the link broke, if it did (``"was cut"``, ``"was
+    reset by its peer"``), and the ends."""
+
+    __slots__ = ("broken", "ends")
 
     def __init__(self) -> None:
-        self.cut = False
+        self.broken: str | None = None
         self.ends: list[MemoryChannel] = []
+
+    def break_off(self, why: str) -> None:
+        """Break the link: frames in flight are lost, and every pending or later operation
+        on an end not closed by its own side raises ChannelBrokenError."""
+        if self.broken is None:
+            self.broken = why
+        for end in self.ends:
+            end._send.close()
+            end._receive.close()
 
 
 class MemoryChannel(Channel):
@@ -52,14 +64,14 @@ class MemoryChannel(Channel):
     def _check(self) -> None:
         if self._closed:
             raise ChannelClosedError(f"{self.peer} was closed by this side")
-        if self._link.cut:
-            raise ChannelBrokenError(f"{self.peer} was cut")
+        if self._link.broken is not None:
+            raise ChannelBrokenError(f"{self.peer} {self._link.broken}")
 
     def _broken(self) -> ChannelBrokenError | ChannelClosedError:
         if self._closed:
             return ChannelClosedError(f"{self.peer} was closed by this side")
-        if self._link.cut:
-            return ChannelBrokenError(f"{self.peer} was cut")
+        if self._link.broken is not None:
+            return ChannelBrokenError(f"{self.peer} {self._link.broken}")
         return ChannelBrokenError(f"{self.peer}: the peer closed the channel")
 
     async def send(self, frame: str) -> None:
@@ -93,13 +105,18 @@ class MemoryChannel(Channel):
             self._receive.close()
         await trio.lowlevel.checkpoint()
 
+    async def abort(self) -> None:
+        """Close this end at once, as a crashed peer would: frames in flight are lost, this
+        end is closed (ChannelClosedError), and the peer's pending and later operations
+        raise ChannelBrokenError."""
+        self._closed = True
+        self._link.break_off("was reset by its peer")
+        await trio.lowlevel.checkpoint()
+
     def cut(self) -> None:
         """Break the link abruptly, as a network failure would: frames in flight are lost,
         and every pending or later operation on either end raises ChannelBrokenError."""
-        self._link.cut = True
-        for end in self._link.ends:
-            end._send.close()
-            end._receive.close()
+        self._link.break_off("was cut")
 
 
 def memory_channel_pair(

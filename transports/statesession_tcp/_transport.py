@@ -130,6 +130,8 @@ class TcpTransport(Transport):
     """``tcp://host:port``: length-prefixed JSON frames over plain TCP."""
 
     name = "tcp"
+    schemes = ("tcp",)
+    default_port = DEFAULT_PORT
 
     async def serve(
         self,

@@ -91,6 +91,10 @@ class WebSocketServing(Transport):
     transport says how to serve one accepted connection (``_serve_one``) and how to
     connect."""
 
+    schemes = ("ws", "wss")
+    #: For ``ws://``; a ``wss://`` URL that names no port means 443, as HTTPS does.
+    default_port = DEFAULT_PORT
+
     def __init__(
         self,
         *,
