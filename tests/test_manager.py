@@ -202,18 +202,35 @@ async def test_manager_observers_see_every_state_change(
 
 
 async def test_manager_statistics(autojump_clock: trio.testing.MockClock) -> None:
+    """statistics() counts each thing apart: live sessions by state, attached
+    connections, connections still in their handshake, sessions ever created, refusals,
+    and closing once the manager shuts down."""
     async with serving() as served:
         await served.new_session()
-        peer, _ = await served.new_session()
-        assert isinstance(peer.channel, statesession.testing.MemoryChannel)
-        peer.channel.cut()
+        cut, _ = await served.new_session()
+        assert isinstance(cut.channel, statesession.testing.MemoryChannel)
+        cut.channel.cut()
+        ended, welcome = await served.new_session()
+        await ended.send({"type": "bye"})
+        await ended.receive_type("closed")
+        await served.manager.sessions[welcome["session"]].wait_terminated()
+        refused = await served.peer()
+        assert (await refused.hello(v=99))["type"] == "error"
+        await refused.expect_closed()
+        await served.peer()  # says nothing: still in its handshake
         await trio.testing.wait_all_tasks_blocked()
         stats = served.manager.statistics()
         assert stats.sessions == 2
         assert dict(stats.by_state) == {"active": 1, "reconnecting": 1}
         assert stats.connections == 1
-        assert stats.created == 2
-        assert not stats.closing
+        assert stats.handshakes == 1
+        assert stats.created == 3
+        assert stats.refused == 1
+        assert stats.closing is False
+    stats = served.manager.statistics()
+    assert (stats.sessions, dict(stats.by_state), stats.connections) == (0, {}, 0)
+    assert (stats.handshakes, stats.created, stats.refused) == (0, 3, 1)
+    assert stats.closing is True
 
 
 async def test_manager_resume_racing_termination_is_answered(

@@ -389,5 +389,38 @@ async def test_sqlite_store_prunes_by_age(tmp_path: Path) -> None:
         assert [r.id for r in await store.sessions()] == ["fresh"]
 
 
-def test_store_exports() -> None:
-    assert statesession.MemoryStore.__module__ == "statesession._stores.memory"
+STORE_NAMES = {
+    "CorruptSnapshotError",
+    "LogEntry",
+    "MemoryStore",
+    "SessionRecord",
+    "SessionStore",
+    "Snapshot",
+    "StoreError",
+    "StoreStatistics",
+    "StoreVersionError",
+    "open_store",
+}
+
+
+async def test_store_exports(store: SessionStore) -> None:
+    """Every store name is in statesession.__all__, and each backend open_store gives is a
+    complete SessionStore (MemoryStore for "memory", an unexported class for a file) that
+    hands back the exported Snapshot, SessionRecord, LogEntry and StoreStatistics types."""
+    assert set(statesession.__all__) >= STORE_NAMES
+    assert isinstance(store, statesession.SessionStore)
+    assert not type(store).__abstractmethods__
+    async with statesession.open_store("memory") as memory:
+        assert type(memory) is statesession.MemoryStore
+    if type(store) is not statesession.MemoryStore:
+        assert type(store).__name__ not in statesession.__all__
+    assert issubclass(statesession.StoreVersionError, statesession.StoreError)
+    assert issubclass(statesession.CorruptSnapshotError, statesession.StoreError)
+    store.note(record())
+    await store.save(snapshot())
+    store.log(LogEntry(session="s1", time=time.time(), kind="message", event="in", detail="{}"))
+    await store.flush()
+    assert type(await store.load("s1")) is statesession.Snapshot
+    assert type(await store.record("s1")) is statesession.SessionRecord
+    assert [type(e) for e in await store.history("s1")] == [statesession.LogEntry]
+    assert type(store.statistics()) is statesession.StoreStatistics
