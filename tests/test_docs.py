@@ -50,6 +50,7 @@ def test_docs_protocol_transcript_decodes() -> None:
 
 @pytest.mark.parametrize("example", sorted((DOCS / "examples").glob("*.py")), ids=str)
 def test_docs_examples_run(example: Path) -> None:
+    """Every program in docs/examples exits 0."""
     result = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -147,6 +148,7 @@ async def test_docs_readme_sketch_runs() -> None:
 
 
 def test_docs_relative_links_resolve() -> None:
+    """Every relative link in the README and the docs pages points at a file that exists."""
     for page in [ROOT / "README.md", *DOCS.glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"

@@ -205,6 +205,7 @@ def test_protocol_frame_at_the_limit_is_accepted() -> None:
 
 
 def test_protocol_bytes_must_be_utf8() -> None:
+    """A frame of bytes that are not UTF-8 is a ProtocolError."""
     with pytest.raises(ProtocolError, match="not UTF-8"):
         decode_client_frame(b"\xff\xfe{}", max_frame=LIMIT)
 
@@ -216,6 +217,8 @@ def test_protocol_unknown_fields_are_ignored() -> None:
 
 
 def test_protocol_encode_msg_refuses_oversized_and_non_json() -> None:
+    """encode_msg refuses data over max_frame (MessageTooLargeError) and data JSON cannot carry,
+    a set or NaN (TypeError)."""
     with pytest.raises(MessageTooLargeError, match="over max_frame"):
         encode_msg(1, "x" * 100, max_frame=50)
     with pytest.raises(TypeError, match="JSON-serializable"):

@@ -82,6 +82,8 @@ def test_public_all_is_exactly_the_public_surface() -> None:
 
 
 def test_public_namespaces_only_reexport() -> None:
+    """statesession.testing and statesession.protocol hold exactly their __all__, each class and
+    function defined in a private module."""
     for module in (statesession.testing, statesession.protocol):
         assert {n for n in vars(module) if not n.startswith("_")} == set(module.__all__)
         for name in module.__all__:
@@ -91,6 +93,7 @@ def test_public_namespaces_only_reexport() -> None:
 
 
 def test_public_unknown_attribute_is_an_attribute_error() -> None:
+    """An unknown statesession attribute raises AttributeError naming it."""
     try:
         statesession.nope  # type: ignore[attr-defined]  # noqa: B018
     except AttributeError as exc:
@@ -100,6 +103,7 @@ def test_public_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_public_exceptions_form_one_tree() -> None:
+    """Every exception statesession exports is a StateSessionError."""
     for name in statesession.__all__:
         obj = getattr(statesession, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
