@@ -8,10 +8,8 @@ imports without trio; the runtime names (``open_manager``, ``Session``, ``open_c
 ...) load the trio driver on first use.
 """
 
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+import typing as _typing
+from importlib import import_module as _import_module
 
 from ._core.channel import Channel as Channel
 from ._core.config import SessionConfig as SessionConfig
@@ -39,7 +37,7 @@ from ._core.snapshot import SessionRecord as SessionRecord
 from ._core.snapshot import Snapshot as Snapshot
 from ._lifecycle.chart import SessionChart as SessionChart
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._client.backoff import Backoff as Backoff
     from ._client.client import Client as Client
     from ._client.client import ClientStatistics as ClientStatistics
@@ -82,11 +80,11 @@ _DRIVER = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _DRIVER.get(name)
     if module is None:
         raise AttributeError(f"module 'statesession' has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
+    value = getattr(_import_module(module, __name__), name)
     globals()[name] = value
     return value
 

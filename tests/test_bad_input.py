@@ -114,6 +114,8 @@ async def test_bad_input_seq_jump_is_fatal_for_the_connection_only(
 async def test_bad_input_oversized_frame_after_welcome_is_fatal(
     autojump_clock: trio.testing.MockClock, served: Served
 ) -> None:
+    """A msg over max_frame after the welcome is fatal frame_too_large and closes only that
+    connection; another session keeps working."""
     bystander, _ = await served.new_session()
     peer, _ = await served.new_session()
     await peer.send({"type": "msg", "seq": 1, "data": "x" * 5000})
@@ -137,6 +139,8 @@ async def test_bad_input_oversized_frame_caught_by_the_transport(
 async def test_bad_input_wrong_token(
     autojump_clock: trio.testing.MockClock, served: Served
 ) -> None:
+    """A resume with the wrong token is refused with a fatal bad_token and closed, and the
+    session's own client keeps working."""
     bystander, welcome = await served.new_session()
     thief = await served.peer()
     error = await thief.hello(session=welcome["session"], token="A" * 32)

@@ -39,6 +39,7 @@ SMOKE = {
 
 
 def test_bench_every_script_has_a_smoke_run() -> None:
+    """Every script in bench/ (helpers named ``_*`` aside) has a smoke run here."""
     # Modules named ``_*`` (such as ``_common.py``) are helpers the scripts import, not scripts.
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(SMOKE)
@@ -46,6 +47,7 @@ def test_bench_every_script_has_a_smoke_run() -> None:
 
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_bench_smoke(script: str) -> None:
+    """Each bench script, run with its smoke arguments, exits 0 and prints its report line."""
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *SMOKE[script][0]],
         capture_output=True,

@@ -324,6 +324,8 @@ def test_lifecycle_refuses_a_nested_send_from_an_action(make: type[BaseLifecycle
 
 
 def test_lifecycle_start_needs_a_new_session(make: type[BaseLifecycle]) -> None:
+    """start() refuses a host that already has a state, and send() refuses one not started
+    (LifecycleError)."""
     lifecycle = make()
     with pytest.raises(LifecycleError, match="already started"):
         lifecycle.start(Host("active"))

@@ -108,6 +108,7 @@ def run_cli(
 
 
 def test_cli_config_flags_are_named_after_the_config_fields() -> None:
+    """Every SessionConfig field has a serve flag named after it, parsed to the field's type."""
     args = _parser().parse_args(
         [
             "serve",
@@ -131,12 +132,15 @@ def test_cli_config_flags_are_named_after_the_config_fields() -> None:
 
 
 def test_cli_bad_config_value_is_a_clear_error() -> None:
+    """A bad config value exits 2 naming the SessionConfig field and its rule."""
     result = run_cli("serve", "--heartbeat-interval", "-1")
     assert result.returncode == 2
     assert "SessionConfig.heartbeat_interval must be a positive number" in result.stderr
 
 
 def test_cli_bad_app_is_a_clear_error() -> None:
+    """An app that cannot be imported, is not module:function, is missing or is not callable
+    exits 2 with a message and no traceback."""
     result = run_cli("serve", "no_such_module:main")
     assert result.returncode == 2
     assert "cannot import 'no_such_module'" in result.stderr
@@ -152,6 +156,7 @@ def test_cli_bad_app_is_a_clear_error() -> None:
 
 
 def test_cli_diagram_to_an_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    """diagram -o into a missing directory exits 1 with "cannot write" and no traceback."""
     result = run_cli("diagram", "-o", str(tmp_path / "missing" / "chart.mmd"))
     assert result.returncode == 1
     assert "cannot write" in result.stderr
@@ -159,6 +164,7 @@ def test_cli_diagram_to_an_unwritable_path_is_a_clear_error(tmp_path: Path) -> N
 
 
 def test_cli_port_in_use_is_a_clear_error() -> None:
+    """serve on a port already taken exits 1 naming the URL it cannot listen on."""
     import socket
 
     with socket.socket() as taken:
@@ -171,11 +177,13 @@ def test_cli_port_in_use_is_a_clear_error() -> None:
 
 
 def test_cli_diagram_writes_mermaid_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """diagram prints exactly the chart's Mermaid text to stdout."""
     assert main(["diagram"]) == 0
     assert capsys.readouterr().out == lifecycle_diagram("mermaid")
 
 
 def test_cli_diagram_dot_to_a_file(tmp_path: Path) -> None:
+    """diagram --format dot -o writes the chart to the file as a Graphviz digraph."""
     target = tmp_path / "chart.dot"
     assert main(["diagram", "--format", "dot", "-o", str(target)]) == 0
     assert target.read_text().startswith('digraph "SessionChart" {')
@@ -183,6 +191,7 @@ def test_cli_diagram_dot_to_a_file(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot program")
 def test_cli_diagram_svg_and_png(tmp_path: Path) -> None:
+    """diagram --format svg prints an SVG of the chart, and --format png -o writes a PNG file."""
     svg = run_cli("diagram", "--format", "svg")
     assert svg.returncode == 0, svg.stderr
     assert "<svg" in svg.stdout

@@ -31,6 +31,8 @@ def connector(
 
 
 async def test_client_round_trip_and_bye(autojump_clock: trio.testing.MockClock) -> None:
+    """A message round-trips; leaving the block ends the session with bye (terminated), and a
+    later send raises SessionClosedError."""
     async with serving() as served:
         connect, _ = connector(served)
         async with statesession.open_client(connect) as client:
@@ -46,6 +48,7 @@ async def test_client_round_trip_and_bye(autojump_clock: trio.testing.MockClock)
 
 
 async def test_client_refusal_raises_at_open(autojump_clock: trio.testing.MockClock) -> None:
+    """A resume the server refuses raises RemoteError unknown_session from open_client."""
     async with serving() as served:
         connect, _ = connector(served)
         with pytest.raises(RemoteError) as info:
@@ -55,6 +58,8 @@ async def test_client_refusal_raises_at_open(autojump_clock: trio.testing.MockCl
 
 
 async def test_client_resume_gap_is_its_own_error(autojump_clock: trio.testing.MockClock) -> None:
+    """Resuming past what the replay buffer still holds raises ResumeGapError from open_client."""
+
     async def chatty(session: statesession.Session) -> None:
         for i in range(10):
             await session.send(i)
@@ -101,6 +106,8 @@ async def test_client_reconnects_with_exponential_backoff_and_jitter(
 async def test_client_gives_up_when_the_server_stays_away(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """With every reconnect failing, receive raises ChannelBrokenError after give_up_after (5
+    s), naming the last connect error."""
     async with serving() as served:
         connect, made = connector(served)
         up = True
@@ -124,6 +131,8 @@ async def test_client_gives_up_when_the_server_stays_away(
 async def test_client_resumes_after_a_cut_without_loss(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """After a cut the client reconnects once and receives every message once, in order."""
+
     async def app(session: statesession.Session) -> None:
         async for message in session:
             for i in range(5):
@@ -159,6 +168,9 @@ async def test_client_detects_a_silent_server_and_reconnects(
 async def test_client_iteration_ends_when_the_server_closes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Iterating a client yields every message and ends when the app returns, with closed_reason
+    completed and state terminated."""
+
     async def app(session: statesession.Session) -> None:
         for i in range(3):
             await session.send(i)
@@ -187,6 +199,7 @@ async def test_client_refuses_an_answer_that_is_not_protocol_v1(
 
 
 async def test_client_refuses_bad_arguments() -> None:
+    """open_client refuses a session without its token with ValueError."""
     with pytest.raises(ValueError, match="go together"):
         async with statesession.open_client(echo_connect_never, session="s"):
             pass
@@ -199,6 +212,8 @@ async def echo_connect_never() -> Channel:  # pragma: no cover - never called
 async def test_client_message_size_and_type_checks(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """send refuses data over max_frame (MessageTooLargeError) or not JSON (TypeError), and
+    still sends what fits."""
     async with serving() as served:
         connect, _ = connector(served)
         async with statesession.open_client(connect, max_frame=300) as client:

@@ -11,6 +11,7 @@ from statesession import ConfigError, SessionConfig
 
 
 def test_config_defaults_are_the_documented_ones() -> None:
+    """A default SessionConfig has the documented values, field by field."""
     config = SessionConfig()
     assert config.reconnect_window == 30.0
     assert config.heartbeat_interval == 10.0
@@ -24,6 +25,7 @@ def test_config_defaults_are_the_documented_ones() -> None:
 
 
 def test_config_is_frozen() -> None:
+    """A SessionConfig cannot be changed in place; attrs.evolve makes a changed copy."""
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         SessionConfig().reconnect_window = 1  # type: ignore[misc]
     assert attrs.evolve(SessionConfig(), reconnect_window=5).reconnect_window == 5
@@ -45,16 +47,19 @@ def test_config_is_frozen() -> None:
     ],
 )
 def test_config_bad_values_name_the_field(field: str, value: Any, fragment: str) -> None:
+    """Each bad value is refused with a ConfigError whose message names the field and its rule."""
     with pytest.raises(ConfigError, match=fragment):
         SessionConfig(**{field: value})
 
 
 def test_config_heartbeat_timeout_must_cover_the_interval() -> None:
+    """A heartbeat_timeout shorter than heartbeat_interval is a ConfigError."""
     with pytest.raises(ConfigError, match=r"heartbeat_timeout .* must be at least"):
         SessionConfig(heartbeat_interval=10, heartbeat_timeout=5)
 
 
 def test_config_buffer_must_hold_a_largest_frame() -> None:
+    """A buffer_bytes smaller than max_frame is a ConfigError naming buffer_bytes."""
     with pytest.raises(ConfigError, match="buffer_bytes"):
         SessionConfig(buffer_bytes=1000, max_frame=2000)
 

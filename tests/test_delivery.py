@@ -15,6 +15,8 @@ def frame(n: int, size: int = 10) -> str:
 
 
 def test_replay_buffer_numbers_messages_from_one() -> None:
+    """The replay buffer numbers messages from 1 and keeps counting after trims empty it;
+    trim(n) drops through seq n and returns how many."""
     buffer = ReplayBuffer(max_messages=10, max_bytes=1000, drop_oldest=False)
     assert (buffer.first_seq, buffer.last_seq, len(buffer)) == (1, 0, 0)
     assert [buffer.append(frame(i)) for i in range(3)] == [1, 2, 3]
@@ -37,6 +39,8 @@ def test_replay_buffer_backpressure_refuses_to_overfill() -> None:
 
 
 def test_replay_buffer_bytes_limit_counts() -> None:
+    """has_room counts the bytes held against max_bytes: 20 of 25 held leaves room for 5, not
+    10."""
     buffer = ReplayBuffer(max_messages=100, max_bytes=25, drop_oldest=False)
     buffer.append(frame(1))
     buffer.append(frame(2))
@@ -45,6 +49,8 @@ def test_replay_buffer_bytes_limit_counts() -> None:
 
 
 def test_replay_buffer_drop_oldest_evicts_and_counts() -> None:
+    """With drop_oldest the buffer keeps the newest max_messages, counts the dropped ones, and
+    holds_after says which resume points it still covers."""
     buffer = ReplayBuffer(max_messages=2, max_bytes=1000, drop_oldest=True)
     for i in range(5):
         buffer.append(frame(i))
@@ -104,6 +110,8 @@ def test_delivery_refused_hello_changes_nothing() -> None:
 
 
 def test_delivery_trims_only_what_every_client_acknowledged() -> None:
+    """The buffer is trimmed only through the lowest seq every client acknowledged, and a stale
+    ack changes nothing."""
     delivery = make_delivery()
     a, _ = delivery.admit("a", None, resume=False)
     b, _ = delivery.admit("b", None, resume=False)
@@ -131,6 +139,7 @@ def test_delivery_resume_ack_trims_the_buffer() -> None:
 
 
 def test_delivery_ack_beyond_what_was_sent_is_a_bad_frame() -> None:
+    """An ack beyond the last seq sent is a bad_frame ProtocolError."""
     delivery = make_delivery()
     a, _ = delivery.admit("a", None, resume=False)
     with pytest.raises(ProtocolError, match="sent only up to seq 0") as info:
@@ -153,6 +162,7 @@ def test_delivery_resume_from_a_dropped_message_is_a_gap() -> None:
 
 
 def test_delivery_resume_claiming_unsent_messages_is_refused() -> None:
+    """A resume claiming messages the session never sent is refused with ProtocolError."""
     delivery = make_delivery()
     delivery.admit("a", None, resume=False)
     with pytest.raises(ProtocolError, match="sent only up to seq 0"):
@@ -190,6 +200,8 @@ def test_delivery_remembers_at_most_max_clients() -> None:
 
 
 def test_delivery_client_messages_are_processed_once_in_order() -> None:
+    """A client's seq is new once and a duplicate after; a skipped seq is a fatal ProtocolError
+    and leaves the count as it was."""
     delivery = make_delivery()
     a, _ = delivery.admit("a", None, resume=False)
     assert delivery.receive(a, 1) == "new"

@@ -144,6 +144,8 @@ async def bystander_works(url: str, transport: str) -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_e2e_garbage_bytes_close_only_that_connection(transport: str) -> None:
+    """Garbage bytes close that raw connection within 5 s while a client on the same server
+    keeps round-tripping."""
     async with net_server(transport, echo, config=QUICK) as server:
         async with statesession.open_client(server.url, transport=transport) as bystander:
             async with await raw_connection(server.url) as stream:
@@ -170,6 +172,8 @@ async def test_e2e_slowloris_is_dropped_after_the_handshake_timeout(transport: s
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_e2e_oversized_frame_is_refused(transport: str) -> None:
+    """A msg over max_frame is refused (frame_too_large, or a FrameTooLargeError close) and the
+    server keeps serving others."""
     async with net_server(transport, echo, config=QUICK) as server:
         loaded = statesession.load_transport(transport)
         channel = await loaded.connect(server.url, nursery=server.nursery, max_frame=1 << 20)
@@ -500,6 +504,8 @@ async def test_e2e_connect_timeout_bounds_the_wait_for_welcome() -> None:
 
 @pytest.mark.parametrize("transport", WS_TRANSPORTS)
 async def test_e2e_websocket_connect_failure_names_the_cause(transport: str) -> None:
+    """A connect to a port nobody listens on raises ChannelBrokenError caused by the OSError,
+    not a nursery's exception group."""
     loaded = statesession.load_transport(transport)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -513,6 +519,7 @@ async def test_e2e_websocket_connect_failure_names_the_cause(transport: str) -> 
 
 @pytest.mark.parametrize("transport", ["wss", "websockets"])
 async def test_e2e_serving_wss_without_tls_is_refused(transport: str) -> None:
+    """Serving a wss:// URL without TLS settings raises TransportError saying it needs TLS."""
     loaded = statesession.load_transport(transport)
     async with trio.open_nursery() as nursery:
         with pytest.raises(statesession.TransportError, match="needs TLS"):
@@ -535,6 +542,8 @@ def ipv6_loopback() -> bool:
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_e2e_ipv6_urls_round_trip(transport: str) -> None:
+    """A server on [::1] reports its URL with the bracketed address, and a client round-trips
+    through it."""
     loaded = statesession.load_transport(transport)
     scheme = scheme_of(transport)
     async with trio.open_nursery() as nursery, statesession.open_manager(echo) as manager:

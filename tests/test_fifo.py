@@ -55,6 +55,7 @@ TestFifoModel = FifoModel.TestCase
 
 
 def test_fifo_index_out_of_range() -> None:
+    """Indexing a Fifo past its end, or with a negative index, raises IndexError."""
     fifo: Fifo[str] = Fifo()
     fifo.append("a")
     with pytest.raises(IndexError):

@@ -220,6 +220,8 @@ class _Capture(logging.Handler):
 def test_compiled_session_chart_makes_the_same_calls_as_the_engine(
     events: list[tuple[str, dict[str, Any]]], pattern: list[bool], start: str | None
 ) -> None:
+    """For any events, guard outcomes and start state, the compiled SessionChart makes the same
+    host calls as the chart engine."""
     expected = run(ChartLifecycle(), events, pattern, start)
     assert run(Lifecycle(), events, pattern, start) == expected
 
@@ -236,11 +238,15 @@ PROBE_TABLE = compile_chart(Probe)
 def test_compiled_probe_chart_makes_the_same_calls_as_the_engine(
     events: list[tuple[str, dict[str, Any]]], pattern: list[bool], start: str | None
 ) -> None:
+    """For any events, guard outcomes and start state, the compiled probe chart makes the same
+    host calls as the chart engine."""
     expected = run(ChartLifecycle(Probe), events, pattern, start)
     assert run(Lifecycle(PROBE_TABLE), events, pattern, start) == expected
 
 
 def test_one_compiled_lifecycle_serves_sessions_in_any_order() -> None:
+    """One compiled Lifecycle drives several hosts apart: each keeps its own state, and a
+    finished one takes no more events."""
     lifecycle = Lifecycle()
     trace: list[tuple[Any, ...]] = []
     first, second = TracingHost(trace, []), TracingHost(trace, [])
@@ -254,6 +260,9 @@ def test_one_compiled_lifecycle_serves_sessions_in_any_order() -> None:
 
 
 def test_compile_refuses_what_the_interpreter_does_not_run() -> None:
+    """compile_chart refuses nested states, allow_event_without_transition=False, an
+    on_transition callback and a callback taking machine."""
+
     class Nested(StateChart):  # type: ignore[type-arg]
         catch_errors_as_events = True
         enable_self_transition_entries = False
@@ -289,6 +298,9 @@ def test_compile_refuses_what_the_interpreter_does_not_run() -> None:
 
 
 def test_compiled_callbacks_cannot_read_self() -> None:
+    """A compiled guard that reads self fails as an execution error: the session goes to error
+    with a LifecycleError naming self.model."""
+
     class Curious(SessionChart):
         def ready(self, allocated: bool = False, healthy: bool = False) -> bool:
             return bool(self.model)

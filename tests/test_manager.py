@@ -33,6 +33,8 @@ async def test_manager_limits_total_sessions(autojump_clock: trio.testing.MockCl
 async def test_manager_limits_sessions_per_principal(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Past max_sessions_per_principal that principal's next hello is refused session_limit,
+    naming it, while another principal is welcomed."""
     config = SessionConfig(max_sessions_per_principal=1)
     async with serving(config=config, authenticate=lambda auth: auth["user"]) as served:
         ann = await served.peer()
@@ -48,6 +50,9 @@ async def test_manager_limits_sessions_per_principal(
 async def test_manager_authentication_failure_is_bad_token(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """An authenticate that raises refuses the hello with a fatal bad_token giving the reason;
+    what it returns is the session's principal."""
+
     async def authenticate(auth: Any) -> str:
         await trio.lowlevel.checkpoint()
         if auth != "secret":
@@ -127,6 +132,7 @@ async def test_manager_shutdown_terminates_every_session(
 async def test_manager_refuses_new_connections_after_shutdown(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """A manager that has shut down answers a new hello with server_shutdown."""
     async with statesession.open_manager(echo_app) as manager:
         pass
     server, client = memory_channel_pair()
@@ -181,6 +187,8 @@ async def test_manager_cancelled_still_cleans_up(autojump_clock: trio.testing.Mo
 async def test_manager_observers_see_every_state_change(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Observers see each state change of a session in order, and one that raises is logged
+    without stopping the others."""
     seen: list[tuple[str, str, str]] = []
 
     def broken(*args: object) -> None:
@@ -202,18 +210,35 @@ async def test_manager_observers_see_every_state_change(
 
 
 async def test_manager_statistics(autojump_clock: trio.testing.MockClock) -> None:
+    """statistics() counts each thing apart: live sessions by state, attached
+    connections, connections still in their handshake, sessions ever created, refusals,
+    and closing once the manager shuts down."""
     async with serving() as served:
         await served.new_session()
-        peer, _ = await served.new_session()
-        assert isinstance(peer.channel, statesession.testing.MemoryChannel)
-        peer.channel.cut()
+        cut, _ = await served.new_session()
+        assert isinstance(cut.channel, statesession.testing.MemoryChannel)
+        cut.channel.cut()
+        ended, welcome = await served.new_session()
+        await ended.send({"type": "bye"})
+        await ended.receive_type("closed")
+        await served.manager.sessions[welcome["session"]].wait_terminated()
+        refused = await served.peer()
+        assert (await refused.hello(v=99))["type"] == "error"
+        await refused.expect_closed()
+        await served.peer()  # says nothing: still in its handshake
         await trio.testing.wait_all_tasks_blocked()
         stats = served.manager.statistics()
         assert stats.sessions == 2
         assert dict(stats.by_state) == {"active": 1, "reconnecting": 1}
         assert stats.connections == 1
-        assert stats.created == 2
-        assert not stats.closing
+        assert stats.handshakes == 1
+        assert stats.created == 3
+        assert stats.refused == 1
+        assert stats.closing is False
+    stats = served.manager.statistics()
+    assert (stats.sessions, dict(stats.by_state), stats.connections) == (0, {}, 0)
+    assert (stats.handshakes, stats.created, stats.refused) == (0, 3, 1)
+    assert stats.closing is True
 
 
 async def test_manager_resume_racing_termination_is_answered(

@@ -13,6 +13,7 @@ from statesession.testing import FaultyChannel, memory_channel_pair
 
 
 async def test_memory_pair_moves_frames_in_order_both_ways() -> None:
+    """A memory channel pair delivers frames in order in both directions."""
     server, client = memory_channel_pair()
     for i in range(10):
         await client.send(f"c{i}")
@@ -41,6 +42,7 @@ async def test_memory_pair_closed_by_this_side_vs_broken_by_the_peer() -> None:
 
 
 async def test_memory_pair_cut_breaks_both_ends_and_loses_frames_in_flight() -> None:
+    """cut() breaks both ends with ChannelBrokenError (cut) and loses a frame still in flight."""
     server, client = memory_channel_pair()
     await client.send("in flight")
     client.cut()
@@ -51,6 +53,7 @@ async def test_memory_pair_cut_breaks_both_ends_and_loses_frames_in_flight() -> 
 
 
 async def test_memory_pair_cut_wakes_a_blocked_receive() -> None:
+    """cut() wakes a receive blocked on the other end with ChannelBrokenError."""
     server, client = memory_channel_pair()
 
     async def cut_soon() -> None:
@@ -66,6 +69,7 @@ async def test_memory_pair_cut_wakes_a_blocked_receive() -> None:
 async def test_memory_pair_send_waits_when_the_peer_stops_reading(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """With buffer=2 frames unread, the next send waits."""
     _server, client = memory_channel_pair(buffer=2)
     await client.send("1")
     await client.send("2")
@@ -75,6 +79,8 @@ async def test_memory_pair_send_waits_when_the_peer_stops_reading(
 
 
 async def test_memory_pair_receive_enforces_max_frame() -> None:
+    """A frame over max_frame raises FrameTooLargeError on receive with its UTF-8 size and the
+    limit."""
     server, client = memory_channel_pair(max_frame=10)
     await client.send("é" * 6)  # 12 bytes
     with pytest.raises(FrameTooLargeError) as info:
@@ -83,12 +89,15 @@ async def test_memory_pair_receive_enforces_max_frame() -> None:
 
 
 def test_memory_pair_rejects_a_bad_buffer() -> None:
+    """A negative buffer is a ValueError; an unbounded one (math.inf) is accepted."""
     with pytest.raises(ValueError, match="buffer"):
         memory_channel_pair(buffer=-1)
     memory_channel_pair(buffer=math.inf)
 
 
 async def test_faulty_cut_after_counts_frames_both_ways() -> None:
+    """FaultyChannel(cut_after=3) cuts after the third frame either way: the next send fails and
+    frames in flight are lost."""
     server, client = memory_channel_pair()
     faulty = FaultyChannel(client, cut_after=3)
     await faulty.send("a")
@@ -103,6 +112,8 @@ async def test_faulty_cut_after_counts_frames_both_ways() -> None:
 
 
 async def test_faulty_drop_and_delay(autojump_clock: trio.testing.MockClock) -> None:
+    """FaultyChannel drops the frames drop matches, both ways, and delivers the others it sends
+    after delay seconds."""
     server, client = memory_channel_pair()
     faulty = FaultyChannel(client, drop=lambda f: f.startswith("x"), delay=0.5)
     await faulty.send("x-dropped")
@@ -117,6 +128,8 @@ async def test_faulty_drop_and_delay(autojump_clock: trio.testing.MockClock) -> 
 async def test_faulty_silence_drops_everything_without_closing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """After silence() a FaultyChannel drops every frame both ways without closing: receives on
+    either end just wait."""
     server, client = memory_channel_pair()
     faulty = FaultyChannel(client)
     faulty.silence()
@@ -131,6 +144,8 @@ async def test_faulty_silence_drops_everything_without_closing(
 
 
 async def test_faulty_cut_wakes_pending_operations() -> None:
+    """FaultyChannel.cut() wakes its own blocked receive with ChannelBrokenError and breaks the
+    other end too."""
     server, client = memory_channel_pair()
     faulty = FaultyChannel(client)
 

@@ -104,6 +104,8 @@ async def test_passivation_on_window_expiry_and_rehydration(
 async def test_passivation_can_be_turned_off_for_window_expiry(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """With window_expiry="terminate" a session whose reconnect window runs out is terminated
+    (window_expired), not passivated."""
     config = SessionConfig(window_expiry="terminate")
     async with serving(counter_app([]), config=config) as served:
         peer, welcome = await served.new_session()
@@ -170,6 +172,9 @@ async def test_idle_sessions_are_passivated_and_the_client_waits_to_be_needed(
 async def test_busy_sessions_are_not_passivated_when_idle(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """A busy session stays in memory past passivate_after, and leaves once idle that long after
+    its busy block ends."""
+
     async def agent(session: statesession.Session) -> None:
         with session.busy():
             await trio.sleep(1000)
@@ -250,6 +255,8 @@ async def test_shutdown_saves_every_session_for_the_next_server(
 async def test_rehydration_checks_the_token_and_principal_first(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Resuming a passivated session with a wrong token, or its token under another principal,
+    is refused bad_token and brings nothing back."""
     async with serving(counter_app([]), authenticate=lambda auth: auth) as served:
         owner = await served.peer()
         welcome = await owner.hello(auth="ann")
@@ -268,6 +275,8 @@ async def test_rehydration_checks_the_token_and_principal_first(
 async def test_a_corrupt_snapshot_is_reported_and_kept(
     thread_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    """A snapshot of an unknown version is answered terminated (cannot be restored, version 7),
+    brings nothing back, and stays in the file."""
     path = tmp_path / "sessions.db"
     async with (
         statesession.open_store(path) as store,
@@ -314,6 +323,7 @@ async def test_a_session_lost_in_a_crash_is_explained(
 async def test_concurrent_resumes_bring_one_session_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Three resumes of one passivated session at once are all welcomed and bring it back once."""
     starts: list[str] = []
 
     async def app(session: statesession.Session) -> None:
@@ -339,6 +349,9 @@ async def test_concurrent_resumes_bring_one_session_back(
 async def test_a_session_that_cannot_be_saved_is_terminated_cleanly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """A session whose save fails on passivation is terminated (passivation_failed, with the
+    error) and its resources are closed."""
+
     class Failing(MemoryStore):
         async def save(self, snapshot: statesession.Snapshot) -> None:
             raise OSError("disk full")
@@ -395,6 +408,8 @@ async def test_a_session_whose_data_is_not_json_fails_alone(
 async def test_the_event_log_records_transitions_and_messages(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """With log_messages the log holds each transition and each message in and out, and the
+    record ends terminated by bye with no snapshot."""
     store = MemoryStore(log_messages=True)
     async with serving(counter_app([]), store=store) as served:
         peer, welcome = await served.new_session()
@@ -421,6 +436,8 @@ async def test_the_event_log_records_transitions_and_messages(
 async def test_passivated_sessions_leave_no_task_behind(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Passivated sessions leave none of their tasks alive, their own started tasks included."""
+
     async def app(session: statesession.Session) -> None:
         for _ in range(5):
             session.start_soon(trio.sleep_forever)

@@ -205,6 +205,7 @@ def test_protocol_frame_at_the_limit_is_accepted() -> None:
 
 
 def test_protocol_bytes_must_be_utf8() -> None:
+    """A frame of bytes that are not UTF-8 is a ProtocolError."""
     with pytest.raises(ProtocolError, match="not UTF-8"):
         decode_client_frame(b"\xff\xfe{}", max_frame=LIMIT)
 

@@ -6,6 +6,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+import types
 
 import statesession
 import statesession.protocol
@@ -59,12 +60,26 @@ PUBLIC = {
 
 
 def test_public_all_is_exactly_the_public_surface() -> None:
+    """Once every lazy name is loaded, the module's own namespace holds no public name
+    beyond __all__ except its public submodules, and each name in __all__ is an object
+    defined in a private module whose namespace holds it under that name."""
     assert set(statesession.__all__) == PUBLIC
     for name in statesession.__all__:
-        obj = getattr(statesession, name)
-        assert obj.__module__.startswith("statesession._"), name
-    public_modules = {n for n in dir(statesession) if not n.startswith("_")}
-    assert public_modules == PUBLIC
+        getattr(statesession, name)
+    namespace = vars(statesession)
+    public = {n: v for n, v in namespace.items() if not n.startswith("_")}
+    for name, value in public.items():
+        if isinstance(value, types.ModuleType):
+            assert value.__name__ == f"statesession.{name}", name
+    assert {n for n, v in public.items() if not isinstance(v, types.ModuleType)} == PUBLIC
+    assert set(dir(statesession)) == PUBLIC
+    for name in PUBLIC:
+        obj = namespace[name]
+        assert obj.__name__ == name
+        home = obj.__module__
+        assert home.startswith("statesession."), name
+        assert any(part.startswith("_") for part in home.split(".")[1:]), name
+        assert vars(sys.modules[home]).get(name) is obj, name
 
 
 def test_public_namespaces_only_reexport() -> None:
@@ -79,6 +94,7 @@ def test_public_namespaces_only_reexport() -> None:
 
 
 def test_public_unknown_attribute_is_an_attribute_error() -> None:
+    """An unknown statesession attribute raises AttributeError naming it."""
     try:
         statesession.nope  # type: ignore[attr-defined]  # noqa: B018
     except AttributeError as exc:
@@ -88,6 +104,7 @@ def test_public_unknown_attribute_is_an_attribute_error() -> None:
 
 
 def test_public_exceptions_form_one_tree() -> None:
+    """Every exception statesession exports is a StateSessionError."""
     for name in statesession.__all__:
         obj = getattr(statesession, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):

@@ -51,6 +51,7 @@ LIFE = [
 
 
 def test_replay_accepts_a_legal_history() -> None:
+    """A whole legal life replays as legal, counting every transition."""
     result = check_history(steps(*LIFE))
     assert result.legal
     assert result.transitions == len(LIFE)
@@ -93,12 +94,14 @@ def test_replay_reproduces_errors_raised_by_actions() -> None:
 def test_replay_reports_the_first_illegal_step(
     path: list[tuple[str, str, str]], fragment: str
 ) -> None:
+    """A history with an illegal step replays as illegal, the problem naming that first step."""
     result = check_history(steps(*path))
     assert not result.legal
     assert fragment in (result.problem or "")
 
 
 def test_replay_skips_messages() -> None:
+    """Message entries in a history do not count against its legality."""
     entries = steps(("activate", "initializing", "active"))
     entries.insert(1, LogEntry(session="s", time=1.0, kind="message", event="in", detail="{}"))
     assert check_history(entries).legal
@@ -118,6 +121,8 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 async def test_cli_sessions_and_replay_read_a_store(
     thread_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    """sessions lists a store's session with its state and count, and replay prints its
+    transitions as a legal path of SessionChart."""
     path = tmp_path / "sessions.db"
     async with statesession.open_store(path) as store, serving(store=store) as served:
         peer, welcome = await served.new_session()
@@ -151,6 +156,8 @@ def test_session_ids_never_begin_with_a_dash(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_cli_replay_takes_a_dash_led_id_after_a_double_dash(tmp_path: Path) -> None:
+    """replay takes an id starting with a dash after --, answering for that id rather than with
+    a usage error."""
     path = tmp_path / "sessions.db"
     trio.run(_empty_store, path)
     result = run("replay", "--store", str(path), "--", "-abc", cwd=tmp_path)
@@ -165,6 +172,8 @@ async def _empty_store(path: Path) -> None:
 
 
 def test_cli_replay_reports_a_forged_history_and_a_corrupt_log(tmp_path: Path) -> None:
+    """replay exits 1 for a forged history and for a corrupt log (no traceback), and 2 for an
+    unknown session or a missing store."""
     path = tmp_path / "sessions.db"
 
     async def write() -> None:

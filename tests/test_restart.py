@@ -45,6 +45,8 @@ def free_port() -> int:
 async def test_sigterm_mid_stream_then_restart_delivers_everything_exactly_once(
     tmp_path: Path,
 ) -> None:
+    """SIGTERM mid-stream saves the session; after a restart on the same store the client gets
+    the rest, every item once, in order."""
     (tmp_path / "streamapp.py").write_text(STREAM_APP)
     db = tmp_path / "sessions.db"
     args = ("streamapp:main", "--store", str(db), "--port", str(free_port()))
@@ -82,6 +84,8 @@ async def test_sigterm_mid_stream_then_restart_delivers_everything_exactly_once(
 async def test_sigkill_loses_the_live_session_and_the_client_is_told_why(
     tmp_path: Path,
 ) -> None:
+    """After SIGKILL and a restart the live session is gone, and its client is told terminated
+    because the server crashed."""
     (tmp_path / "streamapp.py").write_text(STREAM_APP)
     db = tmp_path / "sessions.db"
     args = ("streamapp:main", "--store", str(db), "--port", str(free_port()))

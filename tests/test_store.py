@@ -68,6 +68,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 def test_snapshot_encoding_round_trips() -> None:
+    """A snapshot encodes and decodes back to an equal snapshot."""
     original = snapshot()
     assert decode_snapshot(encode_snapshot(original), session_id="s1") == original
     assert original.last_seq == 5
@@ -95,6 +96,7 @@ def test_snapshot_encoding_round_trips() -> None:
 def test_snapshot_decoding_names_what_is_wrong(
     mangle: object, error: type[Exception], fragment: str
 ) -> None:
+    """Decoding a damaged snapshot raises the matching error, naming what is wrong."""
     good = json.loads(encode_snapshot(snapshot()))
     bad = mangle(good)  # type: ignore[operator]
     text = bad if isinstance(bad, str) else json.dumps(bad)
@@ -103,6 +105,8 @@ def test_snapshot_decoding_names_what_is_wrong(
 
 
 async def test_store_saves_loads_and_forgets(store: SessionStore) -> None:
+    """A store loads what was saved, its record says it holds a snapshot, and after forget
+    nothing loads while the record stays."""
     assert await store.load("s1") is None
     store.note(record())
     await store.save(snapshot())
@@ -121,6 +125,7 @@ async def test_store_saves_loads_and_forgets(store: SessionStore) -> None:
 
 
 async def test_store_lists_sessions_most_recent_first(store: SessionStore) -> None:
+    """sessions() lists each session once, at its latest record, most recently active first."""
     now = time.time()
     store.note(record("old", last_activity=now - 100))
     store.note(record("new", last_activity=now))
@@ -153,6 +158,8 @@ async def test_store_event_log_keeps_the_newest_entries(store: SessionStore) -> 
 
 
 async def test_sqlite_store_uses_wal_and_survives_reopening(tmp_path: Path) -> None:
+    """An SQLite store's file is in WAL mode at the current schema version, and a reopened store
+    loads what was saved."""
     path = tmp_path / "sessions.db"
     async with open_store(path) as first:
         first.note(record())
@@ -169,6 +176,8 @@ async def test_sqlite_store_uses_wal_and_survives_reopening(tmp_path: Path) -> N
 async def test_sqlite_store_writes_thousands_of_sessions_in_one_transaction(
     tmp_path: Path,
 ) -> None:
+    """Saves made while another writer holds the file load at once and are written in at most
+    two transactions once it lets go."""
     path = tmp_path / "sessions.db"
     async with open_store(path) as store:
         assert isinstance(store, sqlite_store.SQLiteStore)
@@ -189,6 +198,8 @@ async def test_sqlite_store_writes_thousands_of_sessions_in_one_transaction(
 
 
 async def test_sqlite_store_lets_go_of_what_it_has_written(tmp_path: Path) -> None:
+    """Once written, the SQLite store holds no reference to a saved snapshot, and loads it from
+    the file."""
     # A passivated session must cost nothing in memory: once written, neither the
     # snapshot nor its encoded text may stay referenced by the store.
     async with open_store(tmp_path / "sessions.db") as store:
@@ -204,6 +215,7 @@ async def test_sqlite_store_lets_go_of_what_it_has_written(tmp_path: Path) -> No
 
 
 async def test_sqlite_store_lets_go_of_what_it_has_loaded(tmp_path: Path) -> None:
+    """The SQLite store keeps no reference to a snapshot it loaded."""
     # A rehydrated session owns its state; the store must not keep the snapshots it
     # handed out (nor their text) until the next load.
     async with open_store(tmp_path / "sessions.db") as store:
@@ -220,6 +232,7 @@ async def test_sqlite_store_lets_go_of_what_it_has_loaded(tmp_path: Path) -> Non
 
 
 async def test_sqlite_store_batches_concurrent_loads(tmp_path: Path) -> None:
+    """2000 concurrent loads each get their own session's snapshot."""
     async with open_store(tmp_path / "sessions.db") as store:
         for i in range(2000):
             await store.save(snapshot(f"s{i}"))
@@ -254,6 +267,7 @@ async def test_sqlite_store_cancellation_interrupts_a_running_query(tmp_path: Pa
 
 
 async def test_sqlite_store_refuses_a_newer_schema(tmp_path: Path) -> None:
+    """A file at a newer schema version is refused with StoreVersionError naming the version."""
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as raw:
         raw.execute("PRAGMA user_version = 99")
@@ -303,6 +317,7 @@ async def test_sqlite_store_migrates_step_by_step(
 
 
 async def test_sqlite_store_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """A file that is not a database is refused with StoreError (cannot open store)."""
     path = tmp_path / "notes.txt"
     path.write_text("this is not a database, " * 100)
     with pytest.raises(StoreError, match="cannot open store"):
@@ -311,6 +326,8 @@ async def test_sqlite_store_refuses_a_file_that_is_not_a_database(tmp_path: Path
 
 
 async def test_sqlite_store_reports_a_corrupt_snapshot_and_keeps_it(tmp_path: Path) -> None:
+    """A snapshot that is not valid JSON raises CorruptSnapshotError on load and stays in the
+    file as it was."""
     path = tmp_path / "sessions.db"
     async with open_store(path) as store:
         await store.save(snapshot())
@@ -325,6 +342,8 @@ async def test_sqlite_store_reports_a_corrupt_snapshot_and_keeps_it(tmp_path: Pa
 
 
 async def test_sqlite_store_reports_a_corrupt_log(tmp_path: Path) -> None:
+    """A log entry of an unknown kind makes history() raise CorruptSnapshotError naming the
+    entry."""
     path = tmp_path / "sessions.db"
     async with open_store(path) as store:
         store.log(
@@ -389,5 +408,38 @@ async def test_sqlite_store_prunes_by_age(tmp_path: Path) -> None:
         assert [r.id for r in await store.sessions()] == ["fresh"]
 
 
-def test_store_exports() -> None:
-    assert statesession.MemoryStore.__module__ == "statesession._stores.memory"
+STORE_NAMES = {
+    "CorruptSnapshotError",
+    "LogEntry",
+    "MemoryStore",
+    "SessionRecord",
+    "SessionStore",
+    "Snapshot",
+    "StoreError",
+    "StoreStatistics",
+    "StoreVersionError",
+    "open_store",
+}
+
+
+async def test_store_exports(store: SessionStore) -> None:
+    """Every store name is in statesession.__all__, and each backend open_store gives is a
+    complete SessionStore (MemoryStore for "memory", an unexported class for a file) that
+    hands back the exported Snapshot, SessionRecord, LogEntry and StoreStatistics types."""
+    assert set(statesession.__all__) >= STORE_NAMES
+    assert isinstance(store, statesession.SessionStore)
+    assert not type(store).__abstractmethods__
+    async with statesession.open_store("memory") as memory:
+        assert type(memory) is statesession.MemoryStore
+    if type(store) is not statesession.MemoryStore:
+        assert type(store).__name__ not in statesession.__all__
+    assert issubclass(statesession.StoreVersionError, statesession.StoreError)
+    assert issubclass(statesession.CorruptSnapshotError, statesession.StoreError)
+    store.note(record())
+    await store.save(snapshot())
+    store.log(LogEntry(session="s1", time=time.time(), kind="message", event="in", detail="{}"))
+    await store.flush()
+    assert type(await store.load("s1")) is statesession.Snapshot
+    assert type(await store.record("s1")) is statesession.SessionRecord
+    assert [type(e) for e in await store.history("s1")] == [statesession.LogEntry]
+    assert type(store.statistics()) is statesession.StoreStatistics

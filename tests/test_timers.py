@@ -28,6 +28,8 @@ steps = st.lists(
 @settings(max_examples=examples(150), deadline=None)
 @given(steps)
 def test_timers_fire_once_each_at_their_time_unless_disarmed(plan: Any) -> None:
+    """Each armed timer not disarmed fires once, on time, in deadline order (ties in arming
+    order), and none is left behind."""
     log: list[tuple[str, float]] = []
     expected: dict[str, float] = {}
 
@@ -64,6 +66,9 @@ def test_timers_fire_once_each_at_their_time_unless_disarmed(plan: Any) -> None:
 
 
 def test_a_disarmed_timer_keeps_nothing_alive() -> None:
+    """A disarmed timer holds no reference to what it would call, though its entry stays until
+    its time."""
+
     class Owner:
         def fire(self) -> None:
             raise AssertionError("a disarmed timer fired")

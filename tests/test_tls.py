@@ -17,6 +17,8 @@ from .test_e2e import WS_TRANSPORTS, echo
 
 @pytest.mark.parametrize("name", WS_TRANSPORTS)
 async def test_wss_round_trip_and_an_untrusted_certificate_is_refused(name: str) -> None:
+    """Over wss a message round-trips; a client that does not trust the certificate is refused
+    (an SSLError) and the server keeps serving."""
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)

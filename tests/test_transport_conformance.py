@@ -30,6 +30,7 @@ TRANSPORTS = ["memory", "websocket", "websockets", "tcp"]
 @pytest.mark.parametrize("check", sorted(CONFORMANCE_CHECKS))
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_transport_conformance(transport: str, check: str) -> None:
+    """Each transport passes every check of the conformance suite."""
     await CONFORMANCE_CHECKS[check](pair_opener(transport), MAX_FRAME)
 
 

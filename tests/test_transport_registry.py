@@ -13,6 +13,8 @@ from statesession._runtime import transport as registry
 
 
 def test_registry_finds_transports_by_name_and_scheme() -> None:
+    """load_transport finds the same Transport by name and by URL scheme (ws and wss are
+    websocket)."""
     websocket = load_transport("websocket")
     assert load_transport("ws://127.0.0.1:8765/") is websocket
     assert load_transport("wss://example.org/") is websocket
@@ -23,6 +25,7 @@ def test_registry_finds_transports_by_name_and_scheme() -> None:
 
 
 def test_registry_unknown_transport_names_what_is_registered() -> None:
+    """An unknown scheme is a TransportError naming it and the registered transports."""
     with pytest.raises(TransportError, match=r"no transport is registered for 'quic'.*tcp"):
         load_transport("quic://127.0.0.1:1")
 
@@ -35,6 +38,8 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
 def test_registry_missing_extra_names_the_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A transport whose module is missing raises TransportError with the pip install command
+    for its extra and the import error."""
     fake_registry(monkeypatch, "statesession_pigeon:transport [pigeon]")
     with pytest.raises(TransportError) as info:
         load_transport("pigeon://coop")
@@ -59,12 +64,14 @@ def test_registry_missing_extra_of_a_third_party_names_its_distribution(
 def test_registry_refuses_an_entry_point_that_is_not_a_transport(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """An entry point that is not a Transport is refused with TransportError."""
     fake_registry(monkeypatch, "json:dumps")
     with pytest.raises(TransportError, match="is not a Transport"):
         load_transport("pigeon")
 
 
 async def test_open_client_with_an_unknown_scheme_fails_at_once() -> None:
+    """open_client with an unregistered scheme raises TransportError naming it."""
     with pytest.raises(TransportError, match="quic"):
         async with statesession.open_client("quic://127.0.0.1:1"):
             pass

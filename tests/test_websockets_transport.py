@@ -35,6 +35,8 @@ from .transports import net_server
     ("server", "client"), [("websockets", "websocket"), ("websocket", "websockets")]
 )
 async def test_either_websocket_transport_talks_to_the_other(server: str, client: str) -> None:
+    """Either WebSocket transport's client talks to either's server: 50 messages, non-ASCII too,
+    round-trip in order."""
     async with (
         net_server(server, echo_app) as served,
         statesession.open_client(served.url, transport=client) as session,
@@ -144,6 +146,7 @@ class RawClient:
 
 
 async def test_a_fragmented_message_is_received_whole() -> None:
+    """A text message sent in three fragments is received, and echoed, whole."""
     async with frame_echo() as (url, _):
         client = await RawClient.open(url)
         client.protocol.send_text(b'{"greeting":"h', fin=False)
@@ -207,6 +210,8 @@ async def test_a_cancelled_receive_keeps_a_pong_and_the_frame_after_it() -> None
 
 
 async def test_a_plain_http_request_is_answered_and_ends_only_itself() -> None:
+    """A plain HTTP request gets a 4xx answer and ends only that connection; a WebSocket client
+    still round-trips."""
     async with frame_echo() as (url, _):
         host, port = url.split("//")[1].rstrip("/").split(":")
         async with await trio.open_tcp_stream(host, int(port)) as stream:
@@ -225,6 +230,7 @@ async def test_a_plain_http_request_is_answered_and_ends_only_itself() -> None:
 
 
 async def test_send_many_writes_a_batch_at_once() -> None:
+    """send_many writes a batch of 1000 frames with one write, and they all arrive in order."""
     transport = statesession.load_transport("websockets")
     async with frame_echo() as (url, _), trio.open_nursery() as nursery:
         channel = await transport.connect(url, nursery=nursery, max_frame=65536)
