@@ -412,6 +412,8 @@ def pigeon_distribution(root: Path) -> None:
         ("host not here", 1, "cannot listen on ws://192.0.2.1:0/: "),
         ("unknown transport", 2, "no transport is registered for 'quic'"),
         ("missing extra", 2, "the 'pigeon' transport cannot be loaded"),
+        ("unknown store", 2, "no store is registered for pigeon://"),
+        ("store URL without a file", 2, "store URL 'sqlite://' names no file"),
     ],
 )
 def test_cli_serve_that_cannot_serve_writes_no_store(
@@ -423,7 +425,9 @@ def test_cli_serve_that_cannot_serve_writes_no_store(
 
     env = dict(os.environ)
     pigeon_distribution(tmp_path / "site")
-    env["PYTHONPATH"] = str(tmp_path / "site")
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])
+    )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -433,6 +437,8 @@ def test_cli_serve_that_cannot_serve_writes_no_store(
             "host not here": ["--host", "192.0.2.1", "--port", "0"],
             "unknown transport": ["--transport", "quic"],
             "missing extra": ["--transport", "pigeon"],
+            "unknown store": ["--store", "pigeon://coop"],
+            "store URL without a file": ["--store", "sqlite://"],
         }[case]
         result = run_cli("serve", *args, cwd=tmp_path, env=env)
     assert result.returncode == status, result.stderr

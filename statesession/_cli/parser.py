@@ -101,11 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--store",
         default=DEFAULT_STORE,
-        metavar="PATH",
+        metavar="PATH|URL",
         help=(
             f"SQLite file passivated sessions and the event log go to (default: "
-            f"./{DEFAULT_STORE}); 'memory' for none: sessions live in memory only and end "
-            "when the server stops"
+            f"./{DEFAULT_STORE}), or a store URL: sqlite:///path/to/file.db, memory:// "
+            "(passivated sessions kept in this process), or any registered scheme; "
+            "'memory' for none: sessions live in memory only and end when the server stops"
         ),
     )
     serve.add_argument(
@@ -128,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     sessions.add_argument(
-        "--store", default=DEFAULT_STORE, metavar="PATH", help=f"default: ./{DEFAULT_STORE}"
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="PATH|URL",
+        help=f"SQLite file or store URL (default: ./{DEFAULT_STORE})",
     )
 
     replay = commands.add_parser(
@@ -147,7 +151,10 @@ def _parser() -> argparse.ArgumentParser:
         "goes after '--': statesession replay -- -abc)",
     )
     replay.add_argument(
-        "--store", default=DEFAULT_STORE, metavar="PATH", help=f"default: ./{DEFAULT_STORE}"
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="PATH|URL",
+        help=f"SQLite file or store URL (default: ./{DEFAULT_STORE})",
     )
 
     diagram = commands.add_parser(

@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 ``serve`` does everything that can fail for a reason the user can fix before it writes
-anything: it loads the app and the transport, then listens, and only then opens the store
-and the manager; a connection accepted meanwhile waits for the manager (a
-:class:`_Listener`) instead of being refused. The first signal saves (or, with
-``--store memory``, terminates) every session and stops; later ones are only logged, so
-they cannot cut the bounded shutdown short.
+anything: it loads the app, the transport and (for a store URL) the store's backend, then
+listens, and only then opens the store and the manager; a connection accepted meanwhile
+waits for the manager (a :class:`_Listener`) instead of being refused. The first signal
+saves (or, with ``--store memory``, terminates) every session and stops; later ones are
+only logged, so they cannot cut the bounded shutdown short.
 """
 
 from __future__ import annotations
@@ -79,6 +79,18 @@ def _url(args: argparse.Namespace, transport: Transport) -> str:
         scheme = transport.schemes[0]
     host = f"[{args.host}]" if ":" in args.host else args.host
     return f"{scheme}://{host}:{port}/"
+
+
+def _check_store(location: str) -> None:
+    """Fail before listening for a store URL of a scheme no store is registered for, or
+    one that names no file."""
+    from .._stores.factory import store_file
+    from .._stores.registry import load_store_opener, url_scheme
+
+    scheme = url_scheme(location)
+    if scheme is not None:
+        load_store_opener(scheme)
+        store_file(location)
 
 
 @asynccontextmanager
@@ -200,6 +212,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         transport = for_role(load_transport(args.transport), "serve")
         url = _url(args, transport)
         listener = _Listener(transport, url, config)
+        _check_store(args.store)
         trio.run(_serve, app, listener, args.store, args.log_messages)
     except (ConfigError, _UsageError, TransportError, StoreError) as exc:
         print(f"statesession: {exc}", file=sys.stderr)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -32,7 +31,14 @@ async def _list_sessions(location: str) -> list[Any]:
 
 
 def _existing_store(location: str) -> bool:
-    if location != "memory" and not Path(location).exists():
+    from .._stores.factory import store_file
+
+    try:
+        path = store_file(location)
+    except StoreError as exc:
+        print(f"statesession: {exc}", file=sys.stderr)
+        return False
+    if path is not None and not path.exists():
         print(f"statesession: no store at {location}", file=sys.stderr)
         return False
     return True

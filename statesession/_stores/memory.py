@@ -6,22 +6,25 @@ Everything is a dict in this process: the records, the snapshots and, per sessio
 event log as a deque bounded by ``retention_events`` (entries older than
 ``retention_age`` are left out when read). Nothing is queued, so ``flush`` has nothing to
 wait for and ``statistics()`` counts exactly. A saved snapshot is kept as a copy made
-through the encoding, as a file store would keep it.
+through the encoding, as a file store would keep it. ``open_memory_url`` opens one for
+the URL ``memory://`` (the ``statesession.stores`` entry point).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import attrs
 import trio
 
+from .._core.exceptions import StoreError
 from .._core.snapshot import LogEntry, SessionRecord, Snapshot, decode_snapshot, encode_snapshot
 from .port import RETENTION_AGE, RETENTION_EVENTS, SessionStore, StoreStatistics
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "open_memory_url"]
 
 
 class MemoryStore(SessionStore):
@@ -96,3 +99,17 @@ class MemoryStore(SessionStore):
         await trio.lowlevel.checkpoint()
         oldest = self._clock() - self._retention_age
         return [e for e in self._events.get(session_id, ()) if e.time >= oldest]
+
+
+@asynccontextmanager
+async def open_memory_url(
+    url: str, *, log_messages: bool, retention_events: int, retention_age: float
+) -> AsyncIterator[MemoryStore]:
+    """A new, empty MemoryStore for ``memory://`` (which names nothing more)."""
+    if url.partition("://")[2]:
+        raise StoreError(f"store URL {url!r}: a memory store takes no path (use memory://)")
+    yield MemoryStore(
+        log_messages=log_messages,
+        retention_events=retention_events,
+        retention_age=retention_age,
+    )

@@ -20,7 +20,9 @@ what that means for clients.
 how its writing goes: cheap enough to ask on every passivation.
 
 The backends: ``MemoryStore`` (memory.py) and ``SQLiteStore`` (sqlite.py, on the
-write-behind layer of write_behind.py); ``open_store`` (factory.py) picks one by location.
+write-behind layer of write_behind.py); ``open_store`` (factory.py) picks one by location,
+a store URL's scheme found in the ``statesession.stores`` entry points (registry.py).
+``statesession.testing.check_store`` is the suite every store must pass.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ the sessions last active before it. The transaction computes in SQL how many sna
 added and removed (saves of sessions that had none, forgets and retention pruning that
 cleared one), applied when it commits: after opening, counting the stored snapshots needs
 no query. Reads select by id in chunks of 500.
+
+``open_sqlite_url`` opens the file a ``sqlite://`` URL names (the ``statesession.stores``
+entry point): everything after ``sqlite://`` is the path, so ``sqlite:///var/x.db`` is
+absolute and ``sqlite://x.db`` relative to the working directory.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ from typing import Any, TypeVar
 
 import trio
 
-from .._core.exceptions import CorruptSnapshotError
+from .._core.exceptions import CorruptSnapshotError, StoreError
 from .._core.snapshot import LogEntry, SessionRecord
 from .._core.util import collapse_single_exception_group
 from .sqlite_worker import SQLiteWorker
 from .write_behind import Batch, WriteBehindStore
 
-__all__ = ["SQLiteStore", "open_sqlite_store"]
+__all__ = ["SQLiteStore", "open_sqlite_store", "open_sqlite_url", "sqlite_url_path"]
 
 T = TypeVar("T")
 
@@ -275,3 +279,28 @@ async def open_sqlite_store(
                     nursery.cancel_scope.cancel()
     finally:
         await store.close()
+
+
+def sqlite_url_path(url: str) -> Path:
+    """The file a ``sqlite://`` URL names: everything after ``sqlite://``."""
+    path = url.partition("://")[2]
+    if not path:
+        raise StoreError(
+            f"store URL {url!r} names no file (sqlite:///absolute/path.db or "
+            "sqlite://relative/path.db)"
+        )
+    return Path(path)
+
+
+@asynccontextmanager
+async def open_sqlite_url(
+    url: str, *, log_messages: bool, retention_events: int, retention_age: float
+) -> AsyncIterator[SQLiteStore]:
+    """The store in the file ``url`` names (created if missing, migrated if older)."""
+    async with open_sqlite_store(
+        sqlite_url_path(url),
+        log_messages=log_messages,
+        retention_events=retention_events,
+        retention_age=retention_age,
+    ) as store:
+        yield store

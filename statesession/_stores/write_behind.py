@@ -208,8 +208,10 @@ class WriteBehindStore(SessionStore):
     async def save(self, snapshot: Snapshot) -> None:
         if len(self._queued.snapshots) >= _MAX_QUEUED:
             await self._wait_written(fresh_failure_raises=True)
-        # Encoded here, so that a session whose data cannot be saved fails alone.
-        self._queue().hold(snapshot.id, (snapshot, encode_snapshot(snapshot)))
+        # Encoded here, so that a session whose data cannot be saved fails alone -- and
+        # before it is queued: a refused save hands nothing over for flush to wait for.
+        encoded = encode_snapshot(snapshot)
+        self._queue().hold(snapshot.id, (snapshot, encoded))
         await trio.lowlevel.checkpoint()
 
     def forget(self, session_id: str) -> None:
