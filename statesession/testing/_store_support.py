@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from .._core.codec import encode_data, msg_text
 from .._core.snapshot import ClientState, InboxMessage, LogEntry, SessionRecord, Snapshot
 from .._core.util import collapse_single_exception_group
 from .._stores.port import SessionStore
@@ -104,8 +105,8 @@ def snapshot(session_id: str, *, marker: int = 0, principal: str | None = "alice
         data={"marker": marker, "text": "é\u2603\x00", "nested": {"list": [1, 2.5, None, True]}},
         first_seq=7,
         frames=(
-            '{"type":"msg","seq":7,"data":"a"}',
-            '{"type":"msg","seq":8,"data":{"é":[1,2]}}',
+            msg_text(7, encode_data("a")),
+            msg_text(8, encode_data({"é": [1, 2]})),
         ),
         clients=(
             ClientState(id="c1", acked=7, processed=3, received=5),
