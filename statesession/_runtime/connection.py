@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 After the handshake a connection runs two loops in its own nursery, in the task that called
 ``serve_channel`` (the transport's): the *reader* decodes each client frame and applies it
-to the session; the *writer* sends, in this order of priority, queued control frames
-(``welcome``, ``pong``, ``ping``, ``state``, ``error``), the session's buffered messages
-from this connection's cursor on, a coalesced ``ack`` for the client's messages, and
-finally the frame that ends the connection (``closed`` or a fatal ``error``).
+to the session; the *writer* sends what the connection's frame schedule (its base class,
+:class:`~statesession._runtime.scheduling.FrameSchedule`) says goes next: queued control
+frames (``welcome``, ``pong``, ``ping``, ``state``, ``error``), a coalesced ``ack`` for
+the client's messages, the session's buffered messages from this connection's cursor on,
+and finally the frame that ends the connection (``closed`` or a fatal ``error``). This
+module does the I/O: reading, writing, waking and retiring the writer, dropping the
+connection, and bounding its close.
 
 The writer never holds a copy of a message: it reads the encoded frame from the session's
 replay buffer by seq, so N connections cost N cursors, not N queues. What is ready goes
@@ -29,13 +32,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame, error_text, peek_msg_seq
+from .._core.codec import encode_frame, error_text, peek_msg_seq
 from .._core.decode import decode_client_frame
-from .._core.delivery import ClientCursor, ReplayBuffer, ack_is_due
+from .._core.delivery import ClientCursor
 from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
-from .._core.fifo import Fifo
 from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame, WelcomeFrame
 from .._core.shape import decoded_cost
+from .scheduling import FrameSchedule
 from .timers import Timer
 
 if TYPE_CHECKING:
@@ -49,9 +52,6 @@ log = logging.getLogger("statesession")
 BATCH_BYTES = 65536
 #: Seconds a connection's writer waits with nothing to send before it ends (see wake).
 WRITER_IDLE = 1.0
-#: Bad frames a peer may send at once, and then per second, before it is cut off.
-BAD_FRAME_BURST = 16
-BAD_FRAMES_PER_SECOND = 1.0
 #: Frames costing more than this wait for inbox room before they are decoded.
 _DECODE_FIRST = 4096
 #: The reader yields to other tasks after this many frames.
@@ -67,25 +67,16 @@ def _resent(text: str | bytes, cursor: ClientCursor) -> bool:
     return seq is not None and seq <= cursor.received
 
 
-class Connection:
+class Connection(FrameSchedule):
     """A channel attached to a session as one client."""
 
     __slots__ = (
         "_aborted",
-        "_ack_every",
-        "_bad_at",
-        "_bad_tokens",
         "_bye",
-        "_control",
-        "_final",
-        "_flush",
-        "_goodbye_since",
         "_idle_since",
         "_idle_timer",
         "_open",
         "_parked_writer",
-        "_pong_queued",
-        "_reack",
         "_retiring",
         "_scope",
         "_send_timer",
@@ -95,11 +86,6 @@ class Connection:
         "_writer_scope",
         "channel",
         "client",
-        "close_error",
-        "cursor",
-        "last_ping",
-        "last_received",
-        "next_seq",
         "peer",
         "resumed",
         "session",
@@ -109,33 +95,13 @@ class Connection:
     def __init__(
         self, channel: Channel, session: Session, *, client: str, token: str, resumed: bool
     ) -> None:
+        super().__init__(ack_every=session._manager.config.ack_every, now=trio.current_time())
         self.channel = channel
         self.session = session
         self.client = client
         self.token = token
         self.resumed = resumed
         self.peer = channel.peer
-        self.cursor: ClientCursor | None = None
-        #: Seq of the next server message to send.
-        self.next_seq = 1
-        self.last_received = trio.current_time()
-        self.last_ping = -math.inf
-        #: Control frames to send ahead of messages; made when one is queued, dropped
-        #: when empty (an idle connection holds none).
-        self._control: Fifo[str] | None = None
-        self._ack_every = session._manager.config.ack_every
-        self._reack = False
-        self._final: str | None = None
-        self._flush = False
-        #: When the connection was told to end (its goodbye is bounded from then on).
-        self._goodbye_since: float | None = None
-        #: A pong is queued and not sent: another ping needs no other.
-        self._pong_queued = False
-        #: The peer's budget of bad frames (refilled over time; see fail()).
-        self._bad_tokens = float(BAD_FRAME_BURST)
-        self._bad_at = trio.current_time()
-        #: The protocol error code the connection ends with, if it ends with one.
-        self.close_error: str | None = None
         self._bye = False
         #: The reader's cancel scope once the connection runs, and the writer's while it
         #: runs: cancelling both (``_drop``) drops the connection.
@@ -163,14 +129,10 @@ class Connection:
     def attach(self, cursor: ClientCursor, seen: int, now: float) -> None:
         """The session accepted this connection: queue the welcome, replay from ``seen``."""
         config = self.session._manager.config
-        self.cursor = cursor
-        self.next_seq = seen + 1
-        cursor.ack_sent = cursor.processed  # the welcome says it
-        cursor.ack_due = math.inf
-        self.last_received = now
-        if self._control is None:
-            self._control = Fifo()
-        self._control.appendleft(
+        self.welcome(
+            cursor,
+            seen,
+            now,
             encode_frame(
                 WelcomeFrame(
                     session=self.session.id,
@@ -185,51 +147,21 @@ class Connection:
                     inbox_bytes=config.inbox_bytes,
                     received=cursor.received,
                 )
-            )
+            ),
         )
-
-    def ping(self, now: float) -> None:
-        """Send a ``ping``, unless one is still unanswered (any frame answers it)."""
-        if self.last_ping <= self.last_received:
-            self.last_ping = now
-            self.queue(PING_TEXT)
-
-    def queue(self, text: str) -> None:
-        """Send a control frame ahead of buffered messages."""
-        if self._control is None:
-            self._control = Fifo()
-        self._control.append(text)
-        self.wake()
 
     def finish(self, text: str, *, flush: bool, error: str | None = None) -> None:
         """End the connection with ``text``, after the pending messages if ``flush``;
         ``error`` is the protocol error code ``text`` carries (the transport closes with
         it: a WebSocket close code in the 4000 range)."""
-        if self._final is None:
-            self._final = text
-            self._flush = flush
-            self.close_error = error
-            self._goodbye_since = trio.current_time()
-            self.wake()
+        self.finish_at(trio.current_time(), text, flush=flush, error=error)
 
     def fail(self, error: ProtocolError) -> None:
         """Tell the peer about ``error``; end the connection if it is fatal, or if the
-        peer has sent more bad frames than its budget allows (a flood: each would cost
-        an ``error`` frame and a log line)."""
-        now = trio.current_time()
-        if not error.fatal:
-            tokens = min(
-                BAD_FRAME_BURST, self._bad_tokens + (now - self._bad_at) * BAD_FRAMES_PER_SECOND
-            )
-            self._bad_at = now
-            if tokens < 1:
-                error = ProtocolError(
-                    "bad_frame",
-                    f"more than {BAD_FRAME_BURST} bad frames (at over "
-                    f"{BAD_FRAMES_PER_SECOND:g} a second); the last: {error.message}",
-                    fatal=True,
-                )
-            self._bad_tokens = tokens - 1
+        peer has sent more bad frames than its budget allows (see ``escalate``)."""
+        self.fail_at(error, trio.current_time())
+
+    def report_bad_frame(self, error: ProtocolError, now: float) -> None:
         left_out = self.session._manager._bad_frame_log.allow(now)
         if left_out is not None:
             log.info(
@@ -239,10 +171,6 @@ class Connection:
                 error,
                 f" ({left_out} more bad frames were left out of the log)" if left_out else "",
             )
-        if error.fatal:
-            self.finish(error_text(error), flush=False, error=error.code)
-        else:
-            self.queue(error_text(error))
 
     def wake(self) -> None:
         """There may be something to send: wake the writer, or start it if it retired.
@@ -368,14 +296,7 @@ class Connection:
                                 assert isinstance(frame, AckFrame)
                                 session._acknowledged(self, frame.seq)
                             elif kind is PingFrame:
-                                # A peer waiting for acks pings: the next ack goes as soon as
-                                # there is something to acknowledge, without waiting for
-                                # ack_delay.
-                                if self.cursor is not None:
-                                    self.cursor.ack_due = -math.inf
-                                if not self._pong_queued:  # one pong answers every ping
-                                    self._pong_queued = True
-                                    self.queue(PONG_TEXT)
+                                self.pinged()
                             elif kind is ByeFrame:
                                 assert isinstance(frame, ByeFrame)
                                 self._bye = True
@@ -458,9 +379,7 @@ class Connection:
                 f"session is terminating ({session.reason}); msg {frame.seq} was not processed",
             )
         if not await session._deliver(self, frame.seq, frame.data, size):
-            # A duplicate (a resend after reconnecting): acknowledge it again, at once.
-            self._reack = True
-            self.wake()
+            self.reack()  # a duplicate (a resend after reconnecting)
 
     async def _write_loop(self) -> None:
         session = self.session
@@ -470,7 +389,8 @@ class Connection:
         # Gathering frames is for channels that write a batch at once; one that sends
         # them one by one is given them one by one, each send under send_timeout.
         batching = type(self.channel).send_many is not Channel.send_many
-        next_frame = self._next_frame
+        next_frame = self.next_frame
+        clock = trio.current_time
         timers = session._manager._timers
         timeout = session._manager.config.send_timeout
         wait = trio.lowlevel.wait_task_rescheduled
@@ -482,7 +402,7 @@ class Connection:
                 if not self._open or self._aborted:
                     own.cancel()  # the connection ended before this writer started
                 while True:
-                    text, last = next_frame(buffer)
+                    text, last = next_frame(buffer, clock())
                     if text is None:
                         if self._retiring:
                             ending = False
@@ -503,7 +423,7 @@ class Connection:
                         # Whatever else is ready goes in the same write.
                         size = len(text)
                         while size < BATCH_BYTES:
-                            more, last = next_frame(buffer)
+                            more, last = next_frame(buffer, clock())
                             if more is None:
                                 break
                             if batch is None:
@@ -561,56 +481,3 @@ class Connection:
             self._drop()
         else:
             self._send_timer = self.session._manager._timers.arm(due, self._check_send)
-
-    def _next_frame(self, buffer: ReplayBuffer) -> tuple[str | None, bool]:
-        """The next frame to send, and whether it is the last. A due ack goes before
-        messages: it is small, and a peer may be waiting on it to send more. An ack is
-        due after ``ack_delay``, when ``ack_every`` messages wait for it, for a duplicate,
-        and before the connection's last frame."""
-        control = self._control
-        if control:
-            text = control.popleft()
-            if not control:
-                self._control = None
-            if text is PONG_TEXT:
-                self._pong_queued = False
-            return text, False
-        final = self._final
-        if final is not None and not self._flush:
-            return final, True
-        cursor = self.cursor
-        if cursor is not None:
-            processed = cursor.processed
-            if self._reack or (
-                processed > cursor.ack_sent
-                and ack_is_due(
-                    acked=cursor.ack_sent,
-                    processed=processed,
-                    ack_every=self._ack_every,
-                    due=cursor.ack_due,
-                    now=trio.current_time(),
-                    last=final is not None,
-                )
-            ):
-                cursor.ack_sent = processed
-                cursor.ack_due = math.inf
-                self._reack = False
-                return f'{{"type":"ack","seq":{processed}}}', False
-        seq = self.next_seq
-        if seq <= buffer.last_seq:
-            if seq < buffer.first_seq:
-                self._final = None
-                self.fail(
-                    ProtocolError(
-                        "resume_gap",
-                        f"messages {seq}..{buffer.first_seq - 1} were dropped before this "
-                        "connection was sent them (the replay buffer overflowed)",
-                        fatal=True,
-                    )
-                )
-                return self._final, True
-            self.next_seq = seq + 1
-            return buffer.frame(seq), False
-        if final is not None:
-            return final, True
-        return None, False
