@@ -4,16 +4,12 @@ and turns any failure of its own into the internal-error cascade."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from .._core.exceptions import ProtocolError, SessionClosedError
 from .cascade import Cascade, describe
-
-if TYPE_CHECKING:
-    pass
-
 from .state import (
     _DEFERRED,
     _Reply,
@@ -27,7 +23,7 @@ class Actor(StateWork):
 
     __slots__ = ()
 
-    async def _run(self) -> None:
+    async def run_actor(self) -> None:
         """The actor: owns the nursery, runs jobs until the session settles for good.
         Started by the manager, which forgets the session when this returns; nothing
         raised here reaches the manager's other sessions."""

@@ -38,11 +38,12 @@ from .._core.delivery import ClientCursor
 from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
 from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame, WelcomeFrame
 from .._core.shape import decoded_cost
+from .ports import SessionPort
 from .scheduling import FrameSchedule
 from .timers import Timer
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .registry import Registry
 
 __all__ = ["BATCH_BYTES", "WRITER_IDLE", "Connection"]
 
@@ -88,16 +89,25 @@ class Connection(FrameSchedule):
         "client",
         "peer",
         "resumed",
+        "runtime",
         "session",
         "token",
     )
 
     def __init__(
-        self, channel: Channel, session: Session, *, client: str, token: str, resumed: bool
+        self,
+        channel: Channel,
+        session: SessionPort,
+        *,
+        runtime: Registry,
+        client: str,
+        token: str,
+        resumed: bool,
     ) -> None:
-        super().__init__(ack_every=session._manager.config.ack_every, now=trio.current_time())
+        super().__init__(ack_every=runtime.config.ack_every, now=trio.current_time())
         self.channel = channel
         self.session = session
+        self.runtime = runtime
         self.client = client
         self.token = token
         self.resumed = resumed
@@ -128,7 +138,7 @@ class Connection(FrameSchedule):
 
     def attach(self, cursor: ClientCursor, seen: int, now: float) -> None:
         """The session accepted this connection: queue the welcome, replay from ``seen``."""
-        config = self.session._manager.config
+        config = self.runtime.config
         self.welcome(
             cursor,
             seen,
@@ -162,7 +172,7 @@ class Connection(FrameSchedule):
         self.fail_at(error, trio.current_time())
 
     def report_bad_frame(self, error: ProtocolError, now: float) -> None:
-        left_out = self.session._manager._bad_frame_log.allow(now)
+        left_out = self.runtime._bad_frame_log.allow(now)
         if left_out is not None:
             log.info(
                 "session %s: %s sent a bad frame: %s%s",
@@ -187,7 +197,7 @@ class Connection(FrameSchedule):
         elif not self._writer_running and self._open:
             self._writer_running = True
             try:
-                self.session._manager._nursery.start_soon(self._write_loop)
+                self.runtime._nursery.start_soon(self._write_loop)
             except RuntimeError:  # the manager is gone: so is the connection
                 self._writer_running = False
                 self._drop()
@@ -202,7 +212,7 @@ class Connection(FrameSchedule):
             self._retiring = True
             self.wake()
         else:
-            self._idle_timer = self.session._manager._timers.arm(due, self._retire_writer)
+            self._idle_timer = self.runtime._timers.arm(due, self._retire_writer)
 
     def _abort_park(self, raise_cancel: object) -> trio.lowlevel.Abort:
         self._parked_writer = None
@@ -229,7 +239,7 @@ class Connection(FrameSchedule):
         in vain); send_timeout after the goodbye began for one told to end (its last
         frames and its close share that budget); send_timeout from now otherwise."""
         now = trio.current_time()
-        timeout = self.session._manager.config.send_timeout
+        timeout = self.runtime.config.send_timeout
         since = self._sending_since
         if self._aborted or (since is not None and now - since >= timeout):
             return -math.inf
@@ -244,7 +254,7 @@ class Connection(FrameSchedule):
         reader in this one (inline: an idle connection waits one frame deep)."""
         session = self.session
         channel = self.channel
-        max_frame = session._manager.config.max_frame
+        max_frame = self.runtime.config.max_frame
         outside = False
         try:
             with trio.CancelScope() as scope:
@@ -276,7 +286,7 @@ class Connection(FrameSchedule):
                         if (
                             size > _DECODE_FIRST
                             and cursor is not None
-                            and session._inbox_full(cursor, size)
+                            and session.inbox_full(cursor, size)
                             and not _resent(text, cursor)
                         ):
                             # Past its share of the inbox the client is not read until
@@ -285,7 +295,7 @@ class Connection(FrameSchedule):
                             # times larger) decoded data. (A small one -- an ack, a
                             # ping -- is decoded and handled; a msg then waits. So
                             # does a large msg that only looked like a resend.)
-                            await session._inbox_room(cursor, size)
+                            await session.wait_inbox_room(cursor, size)
                         try:
                             frame = decode_client_frame(text, max_frame=max_frame)
                             kind = type(frame)
@@ -294,7 +304,7 @@ class Connection(FrameSchedule):
                                 await self._on_msg(frame, size)
                             elif kind is AckFrame:
                                 assert isinstance(frame, AckFrame)
-                                session._acknowledged(self, frame.seq)
+                                session.acknowledged(self, frame.seq)
                             elif kind is PingFrame:
                                 self.pinged()
                             elif kind is ByeFrame:
@@ -335,7 +345,7 @@ class Connection(FrameSchedule):
                 self._writer_done = trio.Event()
                 with trio.CancelScope(shield=True):
                     await self._writer_done.wait()
-        timeout = self.session._manager.config.send_timeout
+        timeout = self.runtime.config.send_timeout
         since = self._sending_since
         if since is not None and trio.current_time() - since >= timeout:
             log.info(
@@ -364,7 +374,7 @@ class Connection(FrameSchedule):
             self._open = True  # (so that wake() can start a writer if none runs)
             self.wake()
             self._open = False
-            timeout = self.session._manager.config.send_timeout
+            timeout = self.runtime.config.send_timeout
             with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
                 while self._writer_running:
                     self._writer_done = done = trio.Event()
@@ -378,12 +388,12 @@ class Connection(FrameSchedule):
                 "terminated",
                 f"session is terminating ({session.reason}); msg {frame.seq} was not processed",
             )
-        if not await session._deliver(self, frame.seq, frame.data, size):
+        if not await session.deliver(self, frame.seq, frame.data, size):
             self.reack()  # a duplicate (a resend after reconnecting)
 
     async def _write_loop(self) -> None:
         session = self.session
-        buffer = session._delivery.buffer
+        buffer = session.replay_buffer
         send = self.channel.send
         send_many = self.channel.send_many
         # Gathering frames is for channels that write a batch at once; one that sends
@@ -391,8 +401,8 @@ class Connection(FrameSchedule):
         batching = type(self.channel).send_many is not Channel.send_many
         next_frame = self.next_frame
         clock = trio.current_time
-        timers = session._manager._timers
-        timeout = session._manager.config.send_timeout
+        timers = self.runtime._timers
+        timeout = self.runtime.config.send_timeout
         wait = trio.lowlevel.wait_task_rescheduled
         current_task = trio.lowlevel.current_task
         ending = True
@@ -476,8 +486,8 @@ class Connection(FrameSchedule):
         since = self._sending_since
         if since is None:
             return  # idle: the next send arms it again
-        due = since + self.session._manager.config.send_timeout
+        due = since + self.runtime.config.send_timeout
         if trio.current_time() >= due:
             self._drop()
         else:
-            self._send_timer = self.session._manager._timers.arm(due, self._check_send)
+            self._send_timer = self.runtime._timers.arm(due, self._check_send)

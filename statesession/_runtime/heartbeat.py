@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import trio
-
-from .timers import Timer
-
-if TYPE_CHECKING:
-    pass
 
 from .resources import Resources
 from .state import (
     log,
 )
+from .timers import Timer
 
 
 class StateTimers(Resources):
@@ -69,14 +64,7 @@ class StateTimers(Resources):
         # never re-arms at a time that has already come (``a + b - a`` is not always ``b``).
         idle_at = self._last_activity + idle_after
         if not self._busy and now >= idle_at:
-            self._post(
-                lambda: self._step(
-                    "passivate",
-                    store=self._manager._store_has_room(self.id),
-                    busy=self._busy,
-                    reason="idle",
-                )
-            )
+            self.request_passivation("idle")
         elif idle_at > now:
             wake = min(wake, idle_at)
         for connection in list(self._connections):
@@ -98,6 +86,17 @@ class StateTimers(Resources):
         self._delivery.forget_stale(now=now, window=config.reconnect_window)
         self._wake_changed()
         self._arm(wake, self._heartbeat)
+
+    def request_passivation(self, reason: str) -> None:
+        """Ask the session to passivate (to the store, if it has room); a busy one stays."""
+        self._post(
+            lambda: self._step(
+                "passivate",
+                store=self._manager._store_has_room(self.id),
+                busy=self._busy,
+                reason=reason,
+            )
+        )
 
     def _expire_window(self) -> None:
         """``reconnecting``'s timer: the window is over. A busy session is not passivated;

@@ -136,8 +136,8 @@ class Registry:
                 # Being saved: once it is, it is in the store; if the save fails, it
                 # ends (and the attach says so). Only a caller with the right token
                 # waits for either.
-                self._check_token(session_id, session._token_hash, token)
-                await session._wait_saved()
+                self._check_token(session_id, session.token_hash, token)
+                await session.wait_saved()
                 continue
             if session is None:
                 loading = self._rehydrating.get(session_id)
@@ -145,7 +145,7 @@ class Registry:
                     await loading.wait()
                     continue
                 session = await self._rehydrate(session_id, token, principal)
-            self._check_token(session_id, session._token_hash, token)
+            self._check_token(session_id, session.token_hash, token)
             if self._authenticate is not None and principal != session.principal:
                 raise ProtocolError(
                     "bad_token", "this session belongs to another principal", fatal=True
@@ -311,9 +311,9 @@ class Registry:
         self._sessions[session.id] = session
         self._count(session.principal, 1)
         self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
-        self._nursery.start_soon(session._run, name=f"{session.id}:actor")
+        self._nursery.start_soon(session.run_actor, name=f"{session.id}:actor")
         if self._closing:
-            session._post(session._shut_down)
+            session.request_shutdown()
 
     def _count(self, principal: str | None, delta: int) -> None:
         if principal is not None:

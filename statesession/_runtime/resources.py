@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
 
 import trio
 
 from .._core.exceptions import SessionClosedError
 from .cascade import OwnedResource
-
-if TYPE_CHECKING:
-    pass
-
 from .state import (
     T,
 )

@@ -203,7 +203,7 @@ class Session(Actor):
         while not self._finished:
             await self._wait_changed()
 
-    async def _wait_saved(self) -> None:
+    async def wait_saved(self) -> None:
         """Wait until a session being saved is in the store (its actor has left), or is
         not being saved any more (the save failed: it is terminating)."""
         while self.state == "passivated" and not self._finished:

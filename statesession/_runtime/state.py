@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import attrs
 import trio
 
-from .._core.delivery import Delivery
+from .._core.delivery import Delivery, ReplayBuffer
 from .._core.exceptions import ProtocolError, SessionClosedError
 from .._core.fifo import Fifo
 from .._core.report import CleanupReport
 from .cascade import Cascade, OwnedResource, OwnedTask
+from .ports import ConnectionPort
 from .timers import Timer
 
 if TYPE_CHECKING:
     from .._lifecycle.host import LifecycleHost
-    from .connection import Connection
     from .registry import Registry
 
 
@@ -104,10 +104,10 @@ class SessionState:
     #: The actor's task while it waits for a job (a parking lot would cost 250 bytes).
     _actor_waiting: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
     #: (Lists an idle session does not need are made when first needed.)
-    _joining: list[tuple[Connection, int | None, _Reply]] | None = attrs.field(
+    _joining: list[tuple[ConnectionPort, int | None, _Reply]] | None = attrs.field(
         default=None, init=False
     )
-    _connections: list[Connection] = attrs.field(factory=list, init=False)
+    _connections: list[ConnectionPort] = attrs.field(factory=list, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     #: The state work running (a token of it) and its name.
     _state_work: object | None = attrs.field(default=None, init=False)
@@ -164,6 +164,21 @@ class SessionState:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state}>"
+
+    @property
+    def token_hash(self) -> bytes:
+        """The hash of the token clients resume with."""
+        return self._token_hash
+
+    @property
+    def replay_buffer(self) -> ReplayBuffer:
+        """The messages sent and not yet acknowledged by every client, by seq."""
+        return self._delivery.buffer
+
+    @property
+    def connection_count(self) -> int:
+        """How many connections are attached."""
+        return len(self._connections)
 
     def terminate(self, reason: str = "terminated") -> None:
         """Ask the session to terminate; returns at once (see :meth:`wait_terminated`).

@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -15,12 +14,8 @@ from .._core.codec import encode_frame, error_text
 from .._core.exceptions import ProtocolError
 from .._core.frames import ClosedFrame, StateFrame
 from .._core.snapshot import ClientState, InboxMessage, Snapshot
-from .cascade import Cascade, OwnedTask, describe
-
-if TYPE_CHECKING:
-    pass
-
 from .attachments import Attachments
+from .cascade import Cascade, OwnedTask, describe
 from .state import (
     _being_saved,
     _saved_for_shutdown,
@@ -51,6 +46,11 @@ class StateWork(Attachments):
         ):
             return
         self._step("terminate", reason="server_shutdown")
+
+    def request_shutdown(self) -> None:
+        """Ask the session to passivate or terminate for the server stopping (see
+        :meth:`_shut_down`); returns at once."""
+        self._post(self._shut_down)
 
     def _snapshot(self, reason: str) -> Snapshot:
         buffer = self._delivery.buffer
