@@ -9,13 +9,13 @@ import subprocess
 import sys
 import textwrap
 
-from statesession import ProtocolError
+from statesession import ProtocolError, SessionConfig
 from statesession._core.codec import PING_TEXT, PONG_TEXT
 from statesession._core.delivery import ClientCursor, ReplayBuffer
 from statesession._runtime.connection import Connection
 from statesession._runtime.scheduling import BAD_FRAME_BURST, FrameSchedule
 
-WELCOME = '{"type":"welcome"}'
+CONFIG = SessionConfig()
 FINAL = '{"type":"closed","reason":"done"}'
 
 
@@ -42,11 +42,27 @@ def buffer_of(count: int, *, first: int = 1) -> ReplayBuffer:
     return buffer
 
 
+def welcome(schedule: FrameSchedule, cursor: ClientCursor, seen: int, now: float) -> str:
+    """Welcome ``cursor``'s client; return the welcome's text (the next frame)."""
+    schedule.welcome(
+        cursor, seen, now, session_id="s1", token="t", client="c", resumed=True, config=CONFIG
+    )
+    assert schedule._control is not None
+    return schedule._control[0]
+
+
 def welcomed(seen: int = 0, *, processed: int = 0, ack_every: int = 4) -> Schedule:
     schedule = Schedule(ack_every=ack_every)
-    cursor = ClientCursor(id="c", processed=processed, received=processed)
-    schedule.welcome(cursor, seen, 0.0, WELCOME)
+    welcome(schedule, ClientCursor(id="c", processed=processed, received=processed), seen, 0.0)
     return schedule
+
+
+def texts(schedule: FrameSchedule, buffer: ReplayBuffer) -> list[str]:
+    """Every frame sent until there is none, the welcome's type standing for it."""
+    return [
+        "welcome" if text.startswith('{"type":"welcome"') else text
+        for text in drain(schedule, buffer)
+    ]
 
 
 def drain(schedule: FrameSchedule, buffer: ReplayBuffer, now: float = 0.0) -> list[str]:
@@ -61,14 +77,19 @@ def drain(schedule: FrameSchedule, buffer: ReplayBuffer, now: float = 0.0) -> li
 
 
 def test_frame_schedule_sends_the_welcome_first_then_replays_after_seen() -> None:
-    """The welcome goes ahead of control frames queued before it, then the messages after
-    the seq the client has seen, then nothing."""
+    """The welcome (saying the client's ack and the config's numbers) goes ahead of
+    control frames queued before it, then the messages after the seq the client has
+    seen, then nothing."""
     schedule = Schedule()
     schedule.queue(PING_TEXT)
-    cursor = ClientCursor(id="c")
-    schedule.welcome(cursor, 2, 5.0, WELCOME)
+    cursor = ClientCursor(id="c", processed=7, received=8)
+    frame = json.loads(welcome(schedule, cursor, 2, 5.0))
+    assert (frame["session"], frame["token"], frame["client"]) == ("s1", "t", "c")
+    assert (frame["resumed"], frame["ack"], frame["received"]) == (True, 7, 8)
+    assert frame["heartbeat"] == CONFIG.heartbeat_interval
+    assert (cursor.ack_sent, cursor.ack_due) == (7, math.inf)
     assert (schedule.cursor, schedule.next_seq, schedule.last_received) == (cursor, 3, 5.0)
-    assert drain(schedule, buffer_of(4)) == [WELCOME, PING_TEXT, "m3", "m4"]
+    assert texts(schedule, buffer_of(4)) == ["welcome", PING_TEXT, "m3", "m4"]
     assert schedule.next_seq == 5
     assert schedule._control is None
 
@@ -86,7 +107,10 @@ def test_frame_schedule_final_without_flush_goes_before_messages() -> None:
     control frames, and the last."""
     schedule = welcomed()
     schedule.finish_at(7.0, FINAL, flush=False, error="bad_frame")
-    assert schedule.next_frame(buffer_of(3), 0.0) == (WELCOME, False)
+    text, last = schedule.next_frame(buffer_of(3), 0.0)
+    assert text is not None
+    assert text.startswith('{"type":"welcome"')
+    assert not last
     assert schedule.next_frame(buffer_of(3), 0.0) == (FINAL, True)
     assert (schedule.close_error, schedule._goodbye_since) == ("bad_frame", 7.0)
 
@@ -96,7 +120,7 @@ def test_frame_schedule_final_with_flush_goes_after_messages() -> None:
     schedule = welcomed()
     schedule.finish_at(1.0, FINAL, flush=True)
     schedule.finish_at(2.0, "other", flush=False, error="x")
-    assert drain(schedule, buffer_of(2)) == [WELCOME, "m1", "m2", FINAL]
+    assert texts(schedule, buffer_of(2)) == ["welcome", "m1", "m2", FINAL]
     assert (schedule.close_error, schedule._goodbye_since) == (None, 1.0)
 
 
@@ -132,7 +156,7 @@ def test_frame_schedule_acks_before_the_last_frame() -> None:
     assert schedule.cursor is not None
     schedule.cursor.processed = 1
     schedule.finish_at(0.0, FINAL, flush=True)
-    assert drain(schedule, buffer_of(0)) == [WELCOME, '{"type":"ack","seq":1}', FINAL]
+    assert texts(schedule, buffer_of(0)) == ["welcome", '{"type":"ack","seq":1}', FINAL]
 
 
 def test_frame_schedule_reack_acknowledges_a_duplicate_again() -> None:

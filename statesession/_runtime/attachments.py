@@ -97,7 +97,7 @@ class Attachments(StateTimers):
         if connection.aborted:
             raise ProtocolError("terminated", "connection was aborted", fatal=True)
         cursor, seen = self._delivery.admit(connection.client, ack, resume=connection.resumed)
-        if self._manager.config.attach_policy == "takeover":
+        if self._runtime.config.attach_policy == "takeover":
             replaced = list(self._connections)
         else:
             replaced = [c for c in self._connections if c.client == connection.client]
@@ -144,7 +144,7 @@ class Attachments(StateTimers):
         inbox (with nothing of it queued, it takes one message, however large)."""
         if not cursor.queued:
             return False
-        config = self._manager.config
+        config = self._runtime.config
         return (
             cursor.queued >= config.inbox_messages
             or cursor.queued_bytes + size > config.inbox_bytes
@@ -189,9 +189,9 @@ class Attachments(StateTimers):
         cursor.queued += 1
         cursor.queued_bytes += size
         self._wake_receivers(everyone=False)
-        store = self._manager._store
+        store = self._runtime.store
         if store is not None and store.log_messages:
-            self._manager._log_message(
+            self._runtime.registry.log_message(
                 self, "in", encode_data({"client": connection.client, "seq": seq, "data": data})
             )
         return True

@@ -2,15 +2,11 @@
 
 Theory of operation
 -------------------
-After the handshake a connection runs two loops in its own nursery, in the task that called
-``serve_channel`` (the transport's): the *reader* decodes each client frame and applies it
-to the session; the *writer* sends what the connection's frame schedule (its base class,
-:class:`~statesession._runtime.scheduling.FrameSchedule`) says goes next: queued control
-frames (``welcome``, ``pong``, ``ping``, ``state``, ``error``), a coalesced ``ack`` for
-the client's messages, the session's buffered messages from this connection's cursor on,
-and finally the frame that ends the connection (``closed`` or a fatal ``error``). This
-module does the I/O: reading, writing, waking and retiring the writer, dropping the
-connection, and bounding its close.
+After the handshake a connection runs two loops, the *reader* in the task that called
+``serve_channel`` (the transport's), which decodes each client frame and applies it to the
+session, and the *writer*, which sends what the connection's frame schedule (its base
+class, :class:`~statesession._runtime.scheduling.FrameSchedule`) says goes next. This
+module does the I/O; the schedule decides what to send, and in what order.
 
 The writer never holds a copy of a message: it reads the encoded frame from the session's
 replay buffer by seq, so N connections cost N cursors, not N queues. What is ready goes
@@ -32,18 +28,18 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import encode_frame, error_text, peek_msg_seq
+from .._core.codec import error_text
 from .._core.decode import decode_client_frame
 from .._core.delivery import ClientCursor
 from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
-from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame, WelcomeFrame
+from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame
 from .._core.shape import decoded_cost
 from .ports import SessionPort
-from .scheduling import FrameSchedule
+from .scheduling import FrameSchedule, is_resend
 from .timers import Timer
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from .context import Runtime
 
 __all__ = ["BATCH_BYTES", "WRITER_IDLE", "Connection"]
 
@@ -57,15 +53,14 @@ WRITER_IDLE = 1.0
 _DECODE_FIRST = 4096
 #: The reader yields to other tasks after this many frames.
 _YIELD_EVERY = 16
-
-
-def _resent(text: str | bytes, cursor: ClientCursor) -> bool:
-    """Whether a frame reads as a ``msg`` the session already received: a resend, which
-    is dropped (and acknowledged again) without room in the inbox, so it must not wait
-    for room -- the acks queued behind it would not be read, and the client's window
-    would not open again."""
-    seq = peek_msg_seq(text)
-    return seq is not None and seq <= cursor.received
+#: What a welcomed connection is told when the transport's task is cancelled under it.
+_GOODBYE = error_text(
+    ProtocolError(
+        "server_shutdown",
+        "the server is stopping this connection; the session lives on: resume it",
+        fatal=True,
+    )
+)
 
 
 class Connection(FrameSchedule):
@@ -99,7 +94,7 @@ class Connection(FrameSchedule):
         channel: Channel,
         session: SessionPort,
         *,
-        runtime: Registry,
+        runtime: Runtime,
         client: str,
         token: str,
         resumed: bool,
@@ -138,26 +133,15 @@ class Connection(FrameSchedule):
 
     def attach(self, cursor: ClientCursor, seen: int, now: float) -> None:
         """The session accepted this connection: queue the welcome, replay from ``seen``."""
-        config = self.runtime.config
         self.welcome(
             cursor,
             seen,
             now,
-            encode_frame(
-                WelcomeFrame(
-                    session=self.session.id,
-                    token=self.token,
-                    client=self.client,
-                    resumed=self.resumed,
-                    state="active",
-                    ack=cursor.processed,
-                    heartbeat=config.heartbeat_interval,
-                    window=config.reconnect_window,
-                    inbox_messages=config.inbox_messages,
-                    inbox_bytes=config.inbox_bytes,
-                    received=cursor.received,
-                )
-            ),
+            session_id=self.session.id,
+            token=self.token,
+            client=self.client,
+            resumed=self.resumed,
+            config=self.runtime.config,
         )
 
     def finish(self, text: str, *, flush: bool, error: str | None = None) -> None:
@@ -172,7 +156,7 @@ class Connection(FrameSchedule):
         self.fail_at(error, trio.current_time())
 
     def report_bad_frame(self, error: ProtocolError, now: float) -> None:
-        left_out = self.runtime._bad_frame_log.allow(now)
+        left_out = self.runtime.bad_frame_log.allow(now)
         if left_out is not None:
             log.info(
                 "session %s: %s sent a bad frame: %s%s",
@@ -197,7 +181,7 @@ class Connection(FrameSchedule):
         elif not self._writer_running and self._open:
             self._writer_running = True
             try:
-                self.runtime._nursery.start_soon(self._write_loop)
+                self.runtime.nursery.start_soon(self._write_loop)
             except RuntimeError:  # the manager is gone: so is the connection
                 self._writer_running = False
                 self._drop()
@@ -212,7 +196,7 @@ class Connection(FrameSchedule):
             self._retiring = True
             self.wake()
         else:
-            self._idle_timer = self.runtime._timers.arm(due, self._retire_writer)
+            self._idle_timer = self.runtime.timers.arm(due, self._retire_writer)
 
     def _abort_park(self, raise_cancel: object) -> trio.lowlevel.Abort:
         self._parked_writer = None
@@ -287,7 +271,7 @@ class Connection(FrameSchedule):
                             size > _DECODE_FIRST
                             and cursor is not None
                             and session.inbox_full(cursor, size)
-                            and not _resent(text, cursor)
+                            and not is_resend(text, cursor)
                         ):
                             # Past its share of the inbox the client is not read until
                             # the app catches up: a large frame waits before it is
@@ -360,17 +344,7 @@ class Connection(FrameSchedule):
         has not been sent and ``error server_shutdown`` (its session lives on, for it to
         resume), within send_timeout, shielded; then drop it."""
         if self.cursor is not None and not self._aborted:
-            self.finish(
-                error_text(
-                    ProtocolError(
-                        "server_shutdown",
-                        "the server is stopping this connection; the session lives on: resume it",
-                        fatal=True,
-                    )
-                ),
-                flush=True,
-                error="server_shutdown",
-            )
+            self.finish(_GOODBYE, flush=True, error="server_shutdown")
             self._open = True  # (so that wake() can start a writer if none runs)
             self.wake()
             self._open = False
@@ -401,7 +375,7 @@ class Connection(FrameSchedule):
         batching = type(self.channel).send_many is not Channel.send_many
         next_frame = self.next_frame
         clock = trio.current_time
-        timers = self.runtime._timers
+        timers = self.runtime.timers
         timeout = self.runtime.config.send_timeout
         wait = trio.lowlevel.wait_task_rescheduled
         current_task = trio.lowlevel.current_task
@@ -490,4 +464,4 @@ class Connection(FrameSchedule):
         if trio.current_time() >= due:
             self._drop()
         else:
-            self._send_timer = self.runtime._timers.arm(due, self._check_send)
+            self._send_timer = self.runtime.timers.arm(due, self._check_send)

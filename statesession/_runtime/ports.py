@@ -1,9 +1,12 @@
 """What a session and its connections need of each other, as small Protocols.
 
 A session holds its connections as :class:`ConnectionPort` and a connection holds its
-session as :class:`SessionPort`, so neither module imports the other. The members are
-the ones each side calls, and nothing more; on :class:`~statesession.Session` they are
-public names, left out of the documented API.
+session as :class:`SessionPort`, so neither module imports the other; a session reaches
+its registry as :class:`RegistryPort` (through its
+:class:`~statesession._runtime.context.Runtime`), which sees it as a
+:class:`SessionView`. The members are the ones each side calls, and nothing more; on
+:class:`~statesession.Session` and on the manager they are public names, left out of
+the documented API.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any, Protocol
 
 from .._core.delivery import ClientCursor, ReplayBuffer
 
-__all__ = ["ConnectionPort", "SessionPort"]
+__all__ = ["ConnectionPort", "RegistryPort", "SessionPort", "SessionView"]
 
 
 class ConnectionPort(Protocol):
@@ -72,3 +75,41 @@ class SessionPort(Protocol):
     def acknowledged(self, connection: ConnectionPort, seq: int) -> None: ...
 
     def detach(self, connection: ConnectionPort) -> None: ...
+
+
+class SessionView(Protocol):
+    """What the registry reads of a session it is told about."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def principal(self) -> str | None: ...
+
+    @property
+    def created(self) -> float: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def state(self) -> str | None: ...
+
+
+class RegistryPort(Protocol):
+    """What a session needs of the registry that holds it."""
+
+    @property
+    def closing(self) -> bool:
+        """The manager is shutting down."""
+        ...
+
+    def store_has_room(self, session_id: str) -> bool: ...
+
+    def count_saving(self, delta: int) -> None: ...
+
+    def forget(self, session: SessionView) -> None: ...
+
+    def observe(self, session: SessionView, event: str, source: str, target: str) -> None: ...
+
+    def log_message(self, session: SessionView, direction: str, frame: str) -> None: ...

@@ -29,17 +29,31 @@ Subclasses provide :meth:`FrameSchedule.wake` (there may be something to send) a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from .._core.codec import PING_TEXT, PONG_TEXT, error_text
+from .._core.codec import PING_TEXT, PONG_TEXT, encode_frame, error_text, peek_msg_seq
 from .._core.delivery import ClientCursor, ReplayBuffer, ack_is_due
 from .._core.exceptions import ProtocolError
 from .._core.fifo import Fifo
+from .._core.frames import WelcomeFrame
 
-__all__ = ["BAD_FRAMES_PER_SECOND", "BAD_FRAME_BURST", "FrameSchedule"]
+if TYPE_CHECKING:
+    from .._core.config import SessionConfig
+
+__all__ = ["BAD_FRAMES_PER_SECOND", "BAD_FRAME_BURST", "FrameSchedule", "is_resend"]
 
 #: Bad frames a peer may send at once, and then per second, before it is cut off.
 BAD_FRAME_BURST = 16
 BAD_FRAMES_PER_SECOND = 1.0
+
+
+def is_resend(text: str | bytes, cursor: ClientCursor) -> bool:
+    """Whether a frame reads as a ``msg`` the session already received: a resend, which
+    is dropped (and acknowledged again) without room in the inbox, so it must not wait
+    for room -- the acks queued behind it would not be read, and the client's window
+    would not open again."""
+    seq = peek_msg_seq(text)
+    return seq is not None and seq <= cursor.received
 
 
 class FrameSchedule:
@@ -96,9 +110,35 @@ class FrameSchedule:
 
     # -- rules ----------------------------------------------------------------------------
 
-    def welcome(self, cursor: ClientCursor, seen: int, now: float, text: str) -> None:
-        """The session accepted the connection: send ``text`` (its welcome) before
-        anything else, then replay from after ``seen``; the welcome says the ack."""
+    def welcome(
+        self,
+        cursor: ClientCursor,
+        seen: int,
+        now: float,
+        *,
+        session_id: str,
+        token: str,
+        client: str,
+        resumed: bool,
+        config: SessionConfig,
+    ) -> None:
+        """The session accepted the connection: send the ``welcome`` before anything
+        else, then replay from after ``seen``; the welcome says the ack."""
+        text = encode_frame(
+            WelcomeFrame(
+                session=session_id,
+                token=token,
+                client=client,
+                resumed=resumed,
+                state="active",
+                ack=cursor.processed,
+                heartbeat=config.heartbeat_interval,
+                window=config.reconnect_window,
+                inbox_messages=config.inbox_messages,
+                inbox_bytes=config.inbox_bytes,
+                received=cursor.received,
+            )
+        )
         self.cursor = cursor
         self.next_seq = seen + 1
         cursor.ack_sent = cursor.processed  # the welcome says it

@@ -167,7 +167,7 @@ class ChannelServer(Registry):
         session = Session(
             id=new_id(12),
             principal=principal,
-            manager=self,
+            runtime=self._runtime,
             token_hash=_hash_token(token),
         )
         self._register(session)
@@ -175,7 +175,7 @@ class ChannelServer(Registry):
         connection = Connection(
             channel,
             session,
-            runtime=self,
+            runtime=self._runtime,
             client=hello.client or new_id(9),
             token=token,
             resumed=False,
@@ -199,7 +199,7 @@ class ChannelServer(Registry):
             connection = Connection(
                 channel,
                 session,
-                runtime=self,
+                runtime=self._runtime,
                 client=client,
                 token=hello.token,
                 resumed=hello.resume,

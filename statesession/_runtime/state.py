@@ -22,7 +22,7 @@ from .timers import Timer
 
 if TYPE_CHECKING:
     from .._lifecycle.host import LifecycleHost
-    from .registry import Registry
+    from .context import Runtime
 
 
 __all__ = ["Message", "SessionState"]
@@ -85,7 +85,7 @@ class SessionState:
     id: str
     #: Who created it, as returned by the ``authenticate`` hook (``None`` if anonymous).
     principal: str | None
-    _manager: Registry = attrs.field(alias="manager")
+    _runtime: Runtime = attrs.field(alias="runtime")
     _token_hash: bytes = attrs.field(alias="token_hash")
     #: The application's own JSON-serializable data.
     data: dict[str, Any] = attrs.field(factory=dict)
@@ -154,7 +154,7 @@ class SessionState:
     _terminating: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
-        config = self._manager.config
+        config = self._runtime.config
         self._delivery = Delivery(
             max_messages=config.buffer_messages,
             max_bytes=config.buffer_bytes,
@@ -219,7 +219,7 @@ class SessionState:
 
     def _step(self, event: str, **values: Any) -> bool:
         # (The layers above make this object the chart's host: see StateWork.)
-        return self._manager._lifecycle.send(cast("LifecycleHost", self), event, **values)
+        return self._runtime.lifecycle.send(cast("LifecycleHost", self), event, **values)
 
     def _post_event(self, event: str, **values: Any) -> None:
         self._post(lambda: self._step(event, **values))
@@ -260,6 +260,24 @@ class SessionState:
         self._wake_receivers(everyone=True)
         self._wake_changed()
         self._wake_writers()
+
+    def _new_cleanup(self) -> Cascade:
+        """A cleanup pass over what this session holds (see ``cascade.py``)."""
+        return Cascade(
+            self.id,
+            config=self._runtime.config,
+            tasks=self._tasks,
+            connections=self._connections,
+            take_resources=self._held_resources,
+            wait_changed=self._wait_changed,
+            previous_report=self._previous_report,
+        )
+
+    def _held_resources(self) -> list[OwnedResource] | None:
+        return self._resources
+
+    def _previous_report(self) -> CleanupReport | None:
+        return self.report
 
     def _check_open(self) -> None:
         if self._closing:
