@@ -4,16 +4,12 @@ and turns any failure of its own into the internal-error cascade."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from .._core.exceptions import ProtocolError, SessionClosedError
-from .cascade import Cascade, describe
-
-if TYPE_CHECKING:
-    pass
-
+from .cascade import describe
 from .state import (
     _DEFERRED,
     _Reply,
@@ -27,11 +23,11 @@ class Actor(StateWork):
 
     __slots__ = ()
 
-    async def _run(self) -> None:
+    async def run_actor(self) -> None:
         """The actor: owns the nursery, runs jobs until the session settles for good.
         Started by the manager, which forgets the session when this returns; nothing
         raised here reaches the manager's other sessions."""
-        manager = self._manager
+        runtime = self._runtime
         try:
             async with trio.open_nursery() as nursery:
                 # A session ends through its lifecycle (the manager's shutdown terminates
@@ -41,7 +37,7 @@ class Actor(StateWork):
                 if self.state == "passivated":
                     self._run_job(lambda: self._step("rehydrate"), None)
                 else:
-                    self._run_job(lambda: manager._lifecycle.start(self), None)
+                    self._run_job(lambda: runtime.lifecycle.start(self), None)
                 while not self._done():
                     if not self._jobs:
                         self._actor_waiting = trio.lowlevel.current_task()
@@ -63,7 +59,7 @@ class Actor(StateWork):
             self._closing = True
             self._settled = True
             self._fail_waiters()
-            manager._forget(self)
+            runtime.registry.forget(self)
 
     async def _last_resort(self, exc: Exception) -> None:
         if self._failure is None:
@@ -73,7 +69,7 @@ class Actor(StateWork):
         for connection in list(self._connections):
             connection.abort()
         if self._cleanup is None:
-            self._cleanup = Cascade(self)
+            self._cleanup = self._new_cleanup()
         try:
             await self._cleanup.close_resources()
         except Exception as again:
@@ -84,13 +80,15 @@ class Actor(StateWork):
         if source not in ("terminated", "error"):
             self.state = "error"  # the chart's own verdict on a failed action
             self.settle(exc)
-            self._manager._observe(self, "error.execution", source or "initializing", "error")
+            self._runtime.registry.observe(
+                self, "error.execution", source or "initializing", "error"
+            )
 
     def _done(self) -> bool:
         if self.state == "terminated" or (self.state == "passivated" and self._parked):
             return True
         # A session whose cleanup failed while the manager shuts down is given up on.
-        return self.state == "error" and self._manager._closing and self.report is not None
+        return self.state == "error" and self._runtime.registry.closing and self.report is not None
 
     @trio.lowlevel.enable_ki_protection
     def _run_job(self, job: Callable[[], Any], reply: _Reply | None) -> None:

@@ -3,7 +3,7 @@ path: taking client messages into the inbox (bounded per client) and their acks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -11,11 +11,8 @@ from .._core.codec import encode_data, encode_frame
 from .._core.delivery import ClientCursor
 from .._core.exceptions import ProtocolError, SessionClosedError
 from .._core.frames import ClosedFrame
-
-if TYPE_CHECKING:
-    from .connection import Connection
-
 from .heartbeat import StateTimers
+from .ports import ConnectionPort
 from .state import (
     _DEFERRED,
     Message,
@@ -41,7 +38,7 @@ class Attachments(StateTimers):
             if cursor is not None and cursor.acked < last_seq:
                 connection.ping(now)
 
-    async def _attach(self, connection: Connection, ack: int | None) -> None:
+    async def attach(self, connection: ConnectionPort, ack: int | None) -> None:
         """Attach a connection (through the actor); raises ProtocolError if refused."""
         reply = _Reply()
 
@@ -62,7 +59,7 @@ class Attachments(StateTimers):
             # attached later) with no task to run it.
             connection.abort()
             if reply.done.is_set() and reply.error is None:
-                self._detach(connection)
+                self.detach(connection)
             raise
         if isinstance(reply.error, SessionClosedError):
             # The session finished before it could take this connection.
@@ -72,7 +69,7 @@ class Attachments(StateTimers):
         if reply.error is not None:
             raise reply.error
 
-    def _admit(self, connection: Connection, ack: int | None) -> None:
+    def _admit(self, connection: ConnectionPort, ack: int | None) -> None:
         """Attach to an active or reconnecting session: validate, step, then register.
         A session being saved is alive, and answers ``unavailable`` (the manager waits
         for the save and brings it back); only one that is ending says ``terminated``."""
@@ -96,11 +93,11 @@ class Attachments(StateTimers):
             )
         self._register(connection, ack)
 
-    def _register(self, connection: Connection, ack: int | None) -> None:
+    def _register(self, connection: ConnectionPort, ack: int | None) -> None:
         if connection.aborted:
             raise ProtocolError("terminated", "connection was aborted", fatal=True)
         cursor, seen = self._delivery.admit(connection.client, ack, resume=connection.resumed)
-        if self._manager.config.attach_policy == "takeover":
+        if self._runtime.config.attach_policy == "takeover":
             replaced = list(self._connections)
         else:
             replaced = [c for c in self._connections if c.client == connection.client]
@@ -131,7 +128,7 @@ class Attachments(StateTimers):
             reply.done.set()
         self._joining = None
 
-    def _detach(self, connection: Connection) -> None:
+    def detach(self, connection: ConnectionPort) -> None:
         """A connection ended; runs in the connection's task, synchronously."""
         if connection not in self._connections:
             return
@@ -142,28 +139,28 @@ class Attachments(StateTimers):
         log.info("session %s: %s detached", self.id, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
-    def _inbox_full(self, cursor: ClientCursor, size: int) -> bool:
+    def inbox_full(self, cursor: ClientCursor, size: int) -> bool:
         """Whether a message counting ``size`` would overfill the client's share of the
         inbox (with nothing of it queued, it takes one message, however large)."""
         if not cursor.queued:
             return False
-        config = self._manager.config
+        config = self._runtime.config
         return (
             cursor.queued >= config.inbox_messages
             or cursor.queued_bytes + size > config.inbox_bytes
         )
 
-    async def _inbox_room(self, cursor: ClientCursor, size: int) -> None:
+    async def wait_inbox_room(self, cursor: ClientCursor, size: int) -> None:
         """Wait until the client's share of the inbox has room for a message counting
         ``size`` (or the session is closing)."""
-        while self._inbox_full(cursor, size) and not self._closing:
+        while self.inbox_full(cursor, size) and not self._closing:
             self._inbox_waiters += 1
             try:
                 await self._wait_changed()
             finally:
                 self._inbox_waiters -= 1
 
-    async def _deliver(self, connection: Connection, seq: int, data: Any, size: int) -> bool:
+    async def deliver(self, connection: ConnectionPort, seq: int, data: Any, size: int) -> bool:
         """Queue a client message for the app, exactly once; return whether it was new.
 
         A client keeps at most its window of messages unacknowledged (the inbox's bounds,
@@ -178,7 +175,7 @@ class Attachments(StateTimers):
         assert cursor is not None
         if seq <= cursor.received:
             return False
-        await self._inbox_room(cursor, size)
+        await self.wait_inbox_room(cursor, size)
         if self._closing:
             raise ProtocolError(
                 "terminated",
@@ -192,14 +189,14 @@ class Attachments(StateTimers):
         cursor.queued += 1
         cursor.queued_bytes += size
         self._wake_receivers(everyone=False)
-        store = self._manager._store
+        store = self._runtime.store
         if store is not None and store.log_messages:
-            self._manager._log_message(
+            self._runtime.registry.log_message(
                 self, "in", encode_data({"client": connection.client, "seq": seq, "data": data})
             )
         return True
 
-    def _acknowledged(self, connection: Connection, seq: int) -> None:
+    def acknowledged(self, connection: ConnectionPort, seq: int) -> None:
         assert connection.cursor is not None
         if seq >= connection.next_seq and seq > connection.cursor.acked:
             raise ProtocolError(

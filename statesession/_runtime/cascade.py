@@ -30,14 +30,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from inspect import isawaitable
-from typing import TYPE_CHECKING
 
 import trio
 
+from .._core.config import SessionConfig
 from .._core.report import CleanupItem, CleanupReport, Outcome
-
-if TYPE_CHECKING:
-    from .state import SessionState
+from .ports import ConnectionPort
 
 __all__ = ["Cascade", "OwnedResource", "OwnedTask", "describe"]
 
@@ -84,17 +82,44 @@ class Cascade:
     """One pass of a session's cleanup, and every item it has found so far."""
 
     __slots__ = (
+        "_attached",
+        "_config",
+        "_held_resources",
+        "_live_tasks",
+        "_previous_report",
+        "_session_id",
+        "_wait_changed",
         "connections",
         "doomed",
         "resources",
         "resources_closed",
-        "session",
         "since",
         "tasks",
     )
 
-    def __init__(self, session: SessionState) -> None:
-        self.session = session
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        config: SessionConfig,
+        tasks: dict[OwnedTask, None],
+        connections: list[ConnectionPort],
+        take_resources: Callable[[], list[OwnedResource] | None],
+        wait_changed: Callable[[], Awaitable[None]],
+        previous_report: Callable[[], CleanupReport | None],
+    ) -> None:
+        """A cleanup pass of session ``session_id``, over what it holds: its ``tasks``
+        and ``connections`` (the session's own collections, which the steps watch empty),
+        its resources (``take_resources``: the session's list, or ``None`` while it has
+        none; closing them pops them from it), a wait for anything of the session to
+        change, and its previous report (the one this pass's report follows)."""
+        self._session_id = session_id
+        self._config = config
+        self._live_tasks = tasks
+        self._attached = connections
+        self._held_resources = take_resources
+        self._wait_changed = wait_changed
+        self._previous_report = previous_report
         #: When the session stopped taking operations (the grace period counts from it).
         self.since = trio.current_time()
         #: Tasks alive when the pass began (or joined it since): what the report covers.
@@ -109,7 +134,7 @@ class Cascade:
         """The session stopped taking operations (again): the grace period starts now,
         and every task alive is covered."""
         self.since = trio.current_time()
-        self.doomed.extend(t for t in self.session._tasks if t not in self.doomed)
+        self.doomed.extend(t for t in self._live_tasks if t not in self.doomed)
         self.resources_closed = False
 
     # -- steps --------------------------------------------------------------------------
@@ -118,28 +143,29 @@ class Cascade:
         """Send every connection what it has not been sent, then ``last_words``
         (``error``: the protocol error code they carry); abort the ones that have not
         gone after send_timeout; report the ones that still will not go."""
-        session = self.session
-        attached = list(session._connections)
+        live = self._attached
+        wait_changed = self._wait_changed
+        attached = list(live)
         if not attached:
             return
-        config = session._manager.config
+        config = self._config
         started = trio.current_time()
         for connection in attached:
             connection.finish(last_words, flush=True, error=error)
         with trio.move_on_after(config.send_timeout):
-            while session._connections:
-                await session._wait_changed()
-        aborted = list(session._connections)
+            while live:
+                await wait_changed()
+        aborted = list(live)
         for connection in aborted:
             connection.abort()
         if aborted:
             with trio.move_on_after(config.cleanup_timeout):
-                while any(c in session._connections for c in aborted):
-                    await session._wait_changed()
+                while any(c in live for c in aborted):
+                    await wait_changed()
         now = trio.current_time()
         for connection in attached:
             name = f"{connection.client} ({connection.peer})"
-            if connection in session._connections:
+            if connection in live:
                 outcome, why = (
                     Outcome.FAILED,
                     (
@@ -147,7 +173,7 @@ class Cascade:
                         "(its channel does not end when cancelled)"
                     ),
                 )
-                log.error("session %s: connection %s %s", session.id, name, why)
+                log.error("session %s: connection %s %s", self._session_id, name, why)
             elif connection in aborted:
                 outcome, why = Outcome.FORCED, None
             else:
@@ -164,22 +190,22 @@ class Cascade:
 
     async def stop_tasks(self) -> None:
         """Give tasks the grace period, cancel the rest, wait for them to unwind."""
-        session = self.session
-        config = session._manager.config
-        tasks = session._tasks
+        config = self._config
+        tasks = self._live_tasks
+        wait_changed = self._wait_changed
         # (Each wait opens its scope only when there is something to wait for: passivating
         # thousands of sessions pays for every cancel scope.)
         if tasks:
             with trio.move_on_at(self.since + config.cancel_grace):
                 while tasks:
-                    await session._wait_changed()
+                    await wait_changed()
         if tasks:
             for task in tasks:
                 task.forced = True
                 task.scope.cancel()
             with trio.move_on_after(config.cleanup_timeout):
                 while tasks:
-                    await session._wait_changed()
+                    await wait_changed()
         now = trio.current_time()
         started = self.since
         doomed, self.doomed = self.doomed, []
@@ -188,7 +214,7 @@ class Cascade:
     async def close_resources(self) -> None:
         """Close resources, newest first, each under its own timeout; what was closed is
         kept here until reported, so an interrupted step still accounts for all."""
-        resources = self.session._resources
+        resources = self._held_resources()
         while resources:
             await self._close_resource(resources.pop())
         self.resources_closed = True
@@ -227,7 +253,9 @@ class Cascade:
             raise
         except Exception as exc:
             outcome, error = Outcome.FAILED, describe(exc)
-            log.warning("session %s: closing %s failed: %s", self.session.id, resource.name, error)
+            log.warning(
+                "session %s: closing %s failed: %s", self._session_id, resource.name, error
+            )
         self.resources.append(
             CleanupItem(
                 kind="resource",
@@ -252,16 +280,15 @@ class Cascade:
         )
 
     def report(self, reason: str, *, error: BaseException | None) -> CleanupReport:
-        session = self.session
         return CleanupReport(
-            session=session.id,
+            session=self._session_id,
             reason=reason,
             tasks=tuple(self.tasks),
             resources=tuple(self.resources),
             connections=tuple(self.connections),
             duration=trio.current_time() - self.since,
             error=describe(error) if error is not None else None,
-            previous=session.report,
+            previous=self._previous_report(),
         )
 
 

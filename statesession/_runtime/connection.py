@@ -2,12 +2,11 @@
 
 Theory of operation
 -------------------
-After the handshake a connection runs two loops in its own nursery, in the task that called
-``serve_channel`` (the transport's): the *reader* decodes each client frame and applies it
-to the session; the *writer* sends, in this order of priority, queued control frames
-(``welcome``, ``pong``, ``ping``, ``state``, ``error``), the session's buffered messages
-from this connection's cursor on, a coalesced ``ack`` for the client's messages, and
-finally the frame that ends the connection (``closed`` or a fatal ``error``).
+After the handshake a connection runs two loops, the *reader* in the task that called
+``serve_channel`` (the transport's), which decodes each client frame and applies it to the
+session, and the *writer*, which sends what the connection's frame schedule (its base
+class, :class:`~statesession._runtime.scheduling.FrameSchedule`) says goes next. This
+module does the I/O; the schedule decides what to send, and in what order.
 
 The writer never holds a copy of a message: it reads the encoded frame from the session's
 replay buffer by seq, so N connections cost N cursors, not N queues. What is ready goes
@@ -23,23 +22,22 @@ frame having been sent stops the reader. The session is then told the connection
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import trio
 
 from .._core.channel import Channel
-from .._core.codec import PING_TEXT, PONG_TEXT, ack_text, encode_frame, error_text, peek_msg_seq
 from .._core.decode import decode_client_frame
-from .._core.delivery import ClientCursor, ReplayBuffer, ack_is_due
+from .._core.delivery import ClientCursor
 from .._core.exceptions import ChannelError, FrameTooLargeError, ProtocolError
-from .._core.fifo import Fifo
-from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame, WelcomeFrame
+from .._core.frames import AckFrame, ByeFrame, HelloFrame, MsgFrame, PingFrame
 from .._core.shape import decoded_cost
+from .ports import SessionPort
+from .scheduling import GOODBYE, FrameSchedule, is_resend
 from .timers import Timer
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .context import Runtime
 
 __all__ = ["BATCH_BYTES", "WRITER_IDLE", "Connection"]
 
@@ -49,93 +47,54 @@ log = logging.getLogger("statesession")
 BATCH_BYTES = 65536
 #: Seconds a connection's writer waits with nothing to send before it ends (see wake).
 WRITER_IDLE = 1.0
-#: Bad frames a peer may send at once, and then per second, before it is cut off.
-BAD_FRAME_BURST = 16
-BAD_FRAMES_PER_SECOND = 1.0
 #: Frames costing more than this wait for inbox room before they are decoded.
 _DECODE_FIRST = 4096
 #: The reader yields to other tasks after this many frames.
 _YIELD_EVERY = 16
 
 
-def _resent(text: str | bytes, cursor: ClientCursor) -> bool:
-    """Whether a frame reads as a ``msg`` the session already received: a resend, which
-    is dropped (and acknowledged again) without room in the inbox, so it must not wait
-    for room -- the acks queued behind it would not be read, and the client's window
-    would not open again."""
-    seq = peek_msg_seq(text)
-    return seq is not None and seq <= cursor.received
-
-
-class Connection:
+class Connection(FrameSchedule):
     """A channel attached to a session as one client."""
 
     __slots__ = (
-        "_aborted",
-        "_ack_every",
-        "_bad_at",
-        "_bad_tokens",
         "_bye",
-        "_control",
-        "_final",
-        "_flush",
-        "_goodbye_since",
         "_idle_since",
         "_idle_timer",
         "_open",
         "_parked_writer",
-        "_pong_queued",
-        "_reack",
         "_retiring",
         "_scope",
         "_send_timer",
-        "_sending_since",
         "_writer_done",
         "_writer_running",
         "_writer_scope",
         "channel",
         "client",
-        "close_error",
-        "cursor",
-        "last_ping",
-        "last_received",
-        "next_seq",
         "peer",
         "resumed",
+        "runtime",
         "session",
         "token",
     )
 
     def __init__(
-        self, channel: Channel, session: Session, *, client: str, token: str, resumed: bool
+        self,
+        channel: Channel,
+        session: SessionPort,
+        *,
+        runtime: Runtime,
+        client: str,
+        token: str,
+        resumed: bool,
     ) -> None:
+        super().__init__(ack_every=runtime.config.ack_every, now=trio.current_time())
         self.channel = channel
         self.session = session
+        self.runtime = runtime
         self.client = client
         self.token = token
         self.resumed = resumed
         self.peer = channel.peer
-        self.cursor: ClientCursor | None = None
-        #: Seq of the next server message to send.
-        self.next_seq = 1
-        self.last_received = trio.current_time()
-        self.last_ping = -math.inf
-        #: Control frames to send ahead of messages; made when one is queued, dropped
-        #: when empty (an idle connection holds none).
-        self._control: Fifo[str] | None = None
-        self._ack_every = session._manager.config.ack_every
-        self._reack = False
-        self._final: str | None = None
-        self._flush = False
-        #: When the connection was told to end (its goodbye is bounded from then on).
-        self._goodbye_since: float | None = None
-        #: A pong is queued and not sent: another ping needs no other.
-        self._pong_queued = False
-        #: The peer's budget of bad frames (refilled over time; see fail()).
-        self._bad_tokens = float(BAD_FRAME_BURST)
-        self._bad_at = trio.current_time()
-        #: The protocol error code the connection ends with, if it ends with one.
-        self.close_error: str | None = None
         self._bye = False
         #: The reader's cancel scope once the connection runs, and the writer's while it
         #: runs: cancelling both (``_drop``) drops the connection.
@@ -143,9 +102,6 @@ class Connection:
         self._writer_scope: trio.CancelScope | None = None
         #: Set when the writer ends, if the reader waits for it to.
         self._writer_done: trio.Event | None = None
-        self._aborted = False
-        #: When the send under way began (None: none is).
-        self._sending_since: float | None = None
         #: Checks, send_timeout after a send began, that it is over (see _check_send).
         self._send_timer: Timer | None = None
         #: While the connection runs, a writer may be started (see wake).
@@ -162,75 +118,30 @@ class Connection:
 
     def attach(self, cursor: ClientCursor, seen: int, now: float) -> None:
         """The session accepted this connection: queue the welcome, replay from ``seen``."""
-        config = self.session._manager.config
-        self.cursor = cursor
-        self.next_seq = seen + 1
-        cursor.ack_sent = cursor.processed  # the welcome says it
-        cursor.ack_due = math.inf
-        self.last_received = now
-        if self._control is None:
-            self._control = Fifo()
-        self._control.appendleft(
-            encode_frame(
-                WelcomeFrame(
-                    session=self.session.id,
-                    token=self.token,
-                    client=self.client,
-                    resumed=self.resumed,
-                    state="active",
-                    ack=cursor.processed,
-                    heartbeat=config.heartbeat_interval,
-                    window=config.reconnect_window,
-                    inbox_messages=config.inbox_messages,
-                    inbox_bytes=config.inbox_bytes,
-                    received=cursor.received,
-                )
-            )
+        self.welcome(
+            cursor,
+            seen,
+            now,
+            session_id=self.session.id,
+            token=self.token,
+            client=self.client,
+            resumed=self.resumed,
+            config=self.runtime.config,
         )
-
-    def ping(self, now: float) -> None:
-        """Send a ``ping``, unless one is still unanswered (any frame answers it)."""
-        if self.last_ping <= self.last_received:
-            self.last_ping = now
-            self.queue(PING_TEXT)
-
-    def queue(self, text: str) -> None:
-        """Send a control frame ahead of buffered messages."""
-        if self._control is None:
-            self._control = Fifo()
-        self._control.append(text)
-        self.wake()
 
     def finish(self, text: str, *, flush: bool, error: str | None = None) -> None:
         """End the connection with ``text``, after the pending messages if ``flush``;
         ``error`` is the protocol error code ``text`` carries (the transport closes with
         it: a WebSocket close code in the 4000 range)."""
-        if self._final is None:
-            self._final = text
-            self._flush = flush
-            self.close_error = error
-            self._goodbye_since = trio.current_time()
-            self.wake()
+        self.finish_at(trio.current_time(), text, flush=flush, error=error)
 
     def fail(self, error: ProtocolError) -> None:
         """Tell the peer about ``error``; end the connection if it is fatal, or if the
-        peer has sent more bad frames than its budget allows (a flood: each would cost
-        an ``error`` frame and a log line)."""
-        now = trio.current_time()
-        if not error.fatal:
-            tokens = min(
-                BAD_FRAME_BURST, self._bad_tokens + (now - self._bad_at) * BAD_FRAMES_PER_SECOND
-            )
-            self._bad_at = now
-            if tokens < 1:
-                error = ProtocolError(
-                    "bad_frame",
-                    f"more than {BAD_FRAME_BURST} bad frames (at over "
-                    f"{BAD_FRAMES_PER_SECOND:g} a second); the last: {error.message}",
-                    fatal=True,
-                )
-            self._bad_tokens = tokens - 1
-        left_out = self.session._manager._bad_frame_log.allow(now)
+        peer has sent more bad frames than its budget allows (see ``escalate``)."""
+        self.fail_at(error, trio.current_time())
+
+    def report_bad_frame(self, error: ProtocolError, now: float) -> None:
+        left_out = self.runtime.bad_frame_log.allow(now)
         if left_out is not None:
             log.info(
                 "session %s: %s sent a bad frame: %s%s",
@@ -239,10 +150,6 @@ class Connection:
                 error,
                 f" ({left_out} more bad frames were left out of the log)" if left_out else "",
             )
-        if error.fatal:
-            self.finish(error_text(error), flush=False, error=error.code)
-        else:
-            self.queue(error_text(error))
 
     def wake(self) -> None:
         """There may be something to send: wake the writer, or start it if it retired.
@@ -259,7 +166,7 @@ class Connection:
         elif not self._writer_running and self._open:
             self._writer_running = True
             try:
-                self.session._manager._nursery.start_soon(self._write_loop)
+                self.runtime.nursery.start_soon(self._write_loop)
             except RuntimeError:  # the manager is gone: so is the connection
                 self._writer_running = False
                 self._drop()
@@ -274,7 +181,7 @@ class Connection:
             self._retiring = True
             self.wake()
         else:
-            self._idle_timer = self.session._manager._timers.arm(due, self._retire_writer)
+            self._idle_timer = self.runtime.timers.arm(due, self._retire_writer)
 
     def _abort_park(self, raise_cancel: object) -> trio.lowlevel.Abort:
         self._parked_writer = None
@@ -296,18 +203,8 @@ class Connection:
         return self._aborted
 
     def close_deadline(self) -> float:
-        """When closing the channel must be over: at once for a connection that was
-        aborted or whose peer stopped taking frames (a close handshake would wait for it
-        in vain); send_timeout after the goodbye began for one told to end (its last
-        frames and its close share that budget); send_timeout from now otherwise."""
-        now = trio.current_time()
-        timeout = self.session._manager.config.send_timeout
-        since = self._sending_since
-        if self._aborted or (since is not None and now - since >= timeout):
-            return -math.inf
-        if self._goodbye_since is not None:
-            return self._goodbye_since + timeout
-        return now + timeout
+        """When closing the channel must be over (see :meth:`close_deadline_at`)."""
+        return self.close_deadline_at(trio.current_time(), self.runtime.config.send_timeout)
 
     # -- the connection's own task ------------------------------------------------------
 
@@ -316,7 +213,7 @@ class Connection:
         reader in this one (inline: an idle connection waits one frame deep)."""
         session = self.session
         channel = self.channel
-        max_frame = session._manager.config.max_frame
+        max_frame = self.runtime.config.max_frame
         outside = False
         try:
             with trio.CancelScope() as scope:
@@ -348,8 +245,8 @@ class Connection:
                         if (
                             size > _DECODE_FIRST
                             and cursor is not None
-                            and session._inbox_full(cursor, size)
-                            and not _resent(text, cursor)
+                            and session.inbox_full(cursor, size)
+                            and not is_resend(text, cursor)
                         ):
                             # Past its share of the inbox the client is not read until
                             # the app catches up: a large frame waits before it is
@@ -357,7 +254,7 @@ class Connection:
                             # times larger) decoded data. (A small one -- an ack, a
                             # ping -- is decoded and handled; a msg then waits. So
                             # does a large msg that only looked like a resend.)
-                            await session._inbox_room(cursor, size)
+                            await session.wait_inbox_room(cursor, size)
                         try:
                             frame = decode_client_frame(text, max_frame=max_frame)
                             kind = type(frame)
@@ -366,16 +263,9 @@ class Connection:
                                 await self._on_msg(frame, size)
                             elif kind is AckFrame:
                                 assert isinstance(frame, AckFrame)
-                                session._acknowledged(self, frame.seq)
+                                session.acknowledged(self, frame.seq)
                             elif kind is PingFrame:
-                                # A peer waiting for acks pings: the next ack goes as soon as
-                                # there is something to acknowledge, without waiting for
-                                # ack_delay.
-                                if self.cursor is not None:
-                                    self.cursor.ack_due = -math.inf
-                                if not self._pong_queued:  # one pong answers every ping
-                                    self._pong_queued = True
-                                    self.queue(PONG_TEXT)
+                                self.pinged()
                             elif kind is ByeFrame:
                                 assert isinstance(frame, ByeFrame)
                                 self._bye = True
@@ -414,7 +304,7 @@ class Connection:
                 self._writer_done = trio.Event()
                 with trio.CancelScope(shield=True):
                     await self._writer_done.wait()
-        timeout = self.session._manager.config.send_timeout
+        timeout = self.runtime.config.send_timeout
         since = self._sending_since
         if since is not None and trio.current_time() - since >= timeout:
             log.info(
@@ -429,21 +319,11 @@ class Connection:
         has not been sent and ``error server_shutdown`` (its session lives on, for it to
         resume), within send_timeout, shielded; then drop it."""
         if self.cursor is not None and not self._aborted:
-            self.finish(
-                error_text(
-                    ProtocolError(
-                        "server_shutdown",
-                        "the server is stopping this connection; the session lives on: resume it",
-                        fatal=True,
-                    )
-                ),
-                flush=True,
-                error="server_shutdown",
-            )
+            self.finish(GOODBYE, flush=True, error="server_shutdown")
             self._open = True  # (so that wake() can start a writer if none runs)
             self.wake()
             self._open = False
-            timeout = self.session._manager.config.send_timeout
+            timeout = self.runtime.config.send_timeout
             with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
                 while self._writer_running:
                     self._writer_done = done = trio.Event()
@@ -457,22 +337,21 @@ class Connection:
                 "terminated",
                 f"session is terminating ({session.reason}); msg {frame.seq} was not processed",
             )
-        if not await session._deliver(self, frame.seq, frame.data, size):
-            # A duplicate (a resend after reconnecting): acknowledge it again, at once.
-            self._reack = True
-            self.wake()
+        if not await session.deliver(self, frame.seq, frame.data, size):
+            self.reack()  # a duplicate (a resend after reconnecting)
 
     async def _write_loop(self) -> None:
         session = self.session
-        buffer = session._delivery.buffer
+        buffer = session.replay_buffer
         send = self.channel.send
         send_many = self.channel.send_many
         # Gathering frames is for channels that write a batch at once; one that sends
         # them one by one is given them one by one, each send under send_timeout.
         batching = type(self.channel).send_many is not Channel.send_many
-        next_frame = self._next_frame
-        timers = session._manager._timers
-        timeout = session._manager.config.send_timeout
+        next_frame = self.next_frame
+        clock = trio.current_time
+        timers = self.runtime.timers
+        timeout = self.runtime.config.send_timeout
         wait = trio.lowlevel.wait_task_rescheduled
         current_task = trio.lowlevel.current_task
         ending = True
@@ -482,7 +361,7 @@ class Connection:
                 if not self._open or self._aborted:
                     own.cancel()  # the connection ended before this writer started
                 while True:
-                    text, last = next_frame(buffer)
+                    text, last = next_frame(buffer, clock())
                     if text is None:
                         if self._retiring:
                             ending = False
@@ -503,7 +382,7 @@ class Connection:
                         # Whatever else is ready goes in the same write.
                         size = len(text)
                         while size < BATCH_BYTES:
-                            more, last = next_frame(buffer)
+                            more, last = next_frame(buffer, clock())
                             if more is None:
                                 break
                             if batch is None:
@@ -556,61 +435,8 @@ class Connection:
         since = self._sending_since
         if since is None:
             return  # idle: the next send arms it again
-        due = since + self.session._manager.config.send_timeout
+        due = since + self.runtime.config.send_timeout
         if trio.current_time() >= due:
             self._drop()
         else:
-            self._send_timer = self.session._manager._timers.arm(due, self._check_send)
-
-    def _next_frame(self, buffer: ReplayBuffer) -> tuple[str | None, bool]:
-        """The next frame to send, and whether it is the last. A due ack goes before
-        messages: it is small, and a peer may be waiting on it to send more. An ack is
-        due after ``ack_delay``, when ``ack_every`` messages wait for it, for a duplicate,
-        and before the connection's last frame."""
-        control = self._control
-        if control:
-            text = control.popleft()
-            if not control:
-                self._control = None
-            if text is PONG_TEXT:
-                self._pong_queued = False
-            return text, False
-        final = self._final
-        if final is not None and not self._flush:
-            return final, True
-        cursor = self.cursor
-        if cursor is not None:
-            processed = cursor.processed
-            if self._reack or (
-                processed > cursor.ack_sent
-                and ack_is_due(
-                    acked=cursor.ack_sent,
-                    processed=processed,
-                    ack_every=self._ack_every,
-                    due=cursor.ack_due,
-                    now=trio.current_time(),
-                    last=final is not None,
-                )
-            ):
-                cursor.ack_sent = processed
-                cursor.ack_due = math.inf
-                self._reack = False
-                return ack_text(processed), False
-        seq = self.next_seq
-        if seq <= buffer.last_seq:
-            if seq < buffer.first_seq:
-                self._final = None
-                self.fail(
-                    ProtocolError(
-                        "resume_gap",
-                        f"messages {seq}..{buffer.first_seq - 1} were dropped before this "
-                        "connection was sent them (the replay buffer overflowed)",
-                        fatal=True,
-                    )
-                )
-                return self._final, True
-            self.next_seq = seq + 1
-            return buffer.frame(seq), False
-        if final is not None:
-            return final, True
-        return None, False
+            self._send_timer = self.runtime.timers.arm(due, self._check_send)

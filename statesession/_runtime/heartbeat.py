@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import trio
-
-from .timers import Timer
-
-if TYPE_CHECKING:
-    pass
 
 from .resources import Resources
 from .state import (
     log,
 )
+from .timers import Timer
 
 
 class StateTimers(Resources):
@@ -28,7 +23,7 @@ class StateTimers(Resources):
     def _arm(self, at: float, job: Callable[[], None]) -> None:
         self._disarm()
         self._timer_job = job
-        self._timer = self._manager._timers.arm(at, self._timer_fired)
+        self._timer = self._runtime.timers.arm(at, self._timer_fired)
 
     def _timer_fired(self) -> None:
         """The state's timer is due (called by the manager's timer task): post its job."""
@@ -50,17 +45,19 @@ class StateTimers(Resources):
 
     def _kept_at_expiry(self) -> bool:
         """Whether an expired window saves this session (rather than ending it)."""
-        manager = self._manager
-        return manager.config.window_expiry == "passivate" and manager._store_has_room(self.id)
+        runtime = self._runtime
+        return runtime.config.window_expiry == "passivate" and runtime.registry.store_has_room(
+            self.id
+        )
 
     def _idle_after(self) -> float:
-        manager = self._manager
-        return manager.config.passivate_after if manager._store is not None else math.inf
+        runtime = self._runtime
+        return runtime.config.passivate_after if runtime.store is not None else math.inf
 
     def _heartbeat(self) -> None:
         """``active``'s timer: passivate when idle, ping quiet connections, drop silent
         ones, forget clients gone for longer than the window; then re-arm."""
-        config = self._manager.config
+        config = self._runtime.config
         interval, timeout = config.heartbeat_interval, config.heartbeat_timeout
         idle_after = self._idle_after()
         now = trio.current_time()
@@ -69,14 +66,7 @@ class StateTimers(Resources):
         # never re-arms at a time that has already come (``a + b - a`` is not always ``b``).
         idle_at = self._last_activity + idle_after
         if not self._busy and now >= idle_at:
-            self._post(
-                lambda: self._step(
-                    "passivate",
-                    store=self._manager._store_has_room(self.id),
-                    busy=self._busy,
-                    reason="idle",
-                )
-            )
+            self.request_passivation("idle")
         elif idle_at > now:
             wake = min(wake, idle_at)
         for connection in list(self._connections):
@@ -98,6 +88,17 @@ class StateTimers(Resources):
         self._delivery.forget_stale(now=now, window=config.reconnect_window)
         self._wake_changed()
         self._arm(wake, self._heartbeat)
+
+    def request_passivation(self, reason: str) -> None:
+        """Ask the session to passivate (to the store, if it has room); a busy one stays."""
+        self._post(
+            lambda: self._step(
+                "passivate",
+                store=self._runtime.registry.store_has_room(self.id),
+                busy=self._busy,
+                reason=reason,
+            )
+        )
 
     def _expire_window(self) -> None:
         """``reconnecting``'s timer: the window is over. A busy session is not passivated;

@@ -95,14 +95,7 @@ class SessionManager(ChannelServer):
         session = self._sessions.get(session_id)
         if session is None:
             return False
-        session._post(
-            lambda: session._step(
-                "passivate",
-                store=self._store_has_room(session.id),
-                busy=session._busy,
-                reason=reason,
-            )
-        )
+        session.request_passivation(reason)
         return True
 
     @property
@@ -115,7 +108,7 @@ class SessionManager(ChannelServer):
         return ManagerStatistics(
             sessions=len(self._sessions),
             by_state=dict(by_state),
-            connections=sum(len(s._connections) for s in self._sessions.values()),
+            connections=sum(s.connection_count for s in self._sessions.values()),
             handshakes=len(self._handshakes),
             created=self._created,
             refused=self._refused,
@@ -129,7 +122,7 @@ class SessionManager(ChannelServer):
         # Each session's actor decides, from the state it is really in (and one made
         # from here on is told as it is registered).
         for session in list(self._sessions.values()):
-            session._post(session._shut_down)
+            session.request_shutdown()
         await self._all_gone.wait()
         if self._store is not None:
             # The store keeps retrying a failing write; the manager waits for it for

@@ -2,7 +2,10 @@
 store, and admission (limits per server, per principal and per peer address).
 
 A layer of :class:`~statesession.SessionManager` (one object, several modules); the
-observers of lifecycle transitions are called from here too."""
+observers of lifecycle transitions are called from here too. It makes the
+:class:`~statesession._runtime.context.Runtime` its sessions and connections are handed
+(instead of the manager), and is their registry in it: the members they call
+(:class:`~statesession._runtime.ports.RegistryPort`) have public, undocumented names."""
 
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ from .._core.snapshot import LogEntry, SessionRecord
 from .._core.util import LogLimit, plural
 from .._lifecycle.interpreters import Lifecycle
 from .._stores.port import SessionStore
-from .session import Session
-from .state import SessionState
+from .context import Runtime
+from .ports import SessionView
+from .session import Session, restore_session
 from .timers import Timers
 
 __all__ = ["Registry"]
@@ -89,13 +93,8 @@ class Registry:
         self._store = store
         #: Sessions being brought back from the store, by id.
         self._rehydrating: dict[str, trio.Event] = {}
-        self._app = app
         self._nursery = nursery
         self._authenticate = authenticate
-        # (Typed for any layer of a session: each passes itself.)
-        self._setup: Callable[[Any], Awaitable[object]] | None = setup
-        self._health_check: Callable[[Any], Awaitable[object]] | None = health_check
-        self._lifecycle = Lifecycle()
         #: Every session's state timer, fired by one task (see ``timers.py``).
         self._timers = Timers()
         self._timers_scope = trio.CancelScope()
@@ -120,10 +119,34 @@ class Registry:
         self._saving = 0
         #: Per peer address: new anonymous sessions it may still create, and when.
         self._peer_budgets: dict[str, tuple[float, float]] = {}
-        #: Log lines about bad frames, and about a full store, are rate-limited.
-        self._bad_frame_log = LogLimit(rate=1.0, burst=10)
+        #: Log lines about refusals, and about a full store, are rate-limited (and those
+        #: about bad frames: see the runtime's ``bad_frame_log``).
         self._refusal_log = LogLimit(rate=1.0, burst=10)
         self._store_full_log = LogLimit(rate=0.1, burst=3)
+        #: What the sessions and connections run in (made once; they hold it, not this).
+        self._runtime = Runtime(
+            config=config,
+            lifecycle=Lifecycle(),
+            timers=self._timers,
+            nursery=nursery,
+            store=store,
+            app=app,
+            setup=setup,
+            health_check=health_check,
+            bad_frame_log=LogLimit(rate=1.0, burst=10),
+        )
+        self._runtime.registry = self
+
+    # -- what its sessions call (RegistryPort) --------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """The manager is shutting down: sessions are saved or terminated, none is made."""
+        return self._closing
+
+    def count_saving(self, delta: int) -> None:
+        """A session began (``+1``) or stopped (``-1``) being saved."""
+        self._saving += delta
 
     async def _find(self, session_id: str, token: str, principal: str | None) -> Session:
         """The live session a resuming client names -- brought back from the store if it
@@ -136,8 +159,8 @@ class Registry:
                 # Being saved: once it is, it is in the store; if the save fails, it
                 # ends (and the attach says so). Only a caller with the right token
                 # waits for either.
-                self._check_token(session_id, session._token_hash, token)
-                await session._wait_saved()
+                self._check_token(session_id, session.token_hash, token)
+                await session.wait_saved()
                 continue
             if session is None:
                 loading = self._rehydrating.get(session_id)
@@ -145,7 +168,7 @@ class Registry:
                     await loading.wait()
                     continue
                 session = await self._rehydrate(session_id, token, principal)
-            self._check_token(session_id, session._token_hash, token)
+            self._check_token(session_id, session.token_hash, token)
             if self._authenticate is not None and principal != session.principal:
                 raise ProtocolError(
                     "bad_token", "this session belongs to another principal", fatal=True
@@ -194,7 +217,7 @@ class Registry:
             if self._closing:
                 raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
             self._admit(snapshot.principal, returning=True)
-            session = Session._restore(self, snapshot)
+            session = restore_session(self._runtime, snapshot)
             # (The store keeps its copy until the session is active again: one whose coming
             # back is cut short -- the server stops -- goes back to it unharmed.)
             self._register(session)
@@ -256,7 +279,7 @@ class Registry:
         if len(budgets) > MAX_PEERS:
             del budgets[next(iter(budgets))]
 
-    def _store_has_room(self, session_id: str) -> bool:
+    def store_has_room(self, session_id: str) -> bool:
         """Whether a session may be saved: there is a store, and it holds fewer than
         ``max_stored_sessions`` (a store that cannot count has no quota)."""
         store = self._store
@@ -311,9 +334,9 @@ class Registry:
         self._sessions[session.id] = session
         self._count(session.principal, 1)
         self._all_gone = trio.Event() if self._all_gone.is_set() else self._all_gone
-        self._nursery.start_soon(session._run, name=f"{session.id}:actor")
+        self._nursery.start_soon(session.run_actor, name=f"{session.id}:actor")
         if self._closing:
-            session._post(session._shut_down)
+            session.request_shutdown()
 
     def _count(self, principal: str | None, delta: int) -> None:
         if principal is not None:
@@ -321,7 +344,7 @@ class Registry:
             if self._per_principal[principal] <= 0:
                 del self._per_principal[principal]
 
-    def _forget(self, session: SessionState) -> None:
+    def forget(self, session: SessionView) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
         if session.state == "error":
@@ -335,7 +358,7 @@ class Registry:
         if not self._sessions:
             self._all_gone.set()
 
-    def _log_message(self, session: SessionState, direction: str, frame: str) -> None:
+    def log_message(self, session: SessionView, direction: str, frame: str) -> None:
         store = self._store
         assert store is not None
         store.log(
@@ -348,7 +371,7 @@ class Registry:
             )
         )
 
-    def _observe(self, session: SessionState, event: str, source: str, target: str) -> None:
+    def observe(self, session: SessionView, event: str, source: str, target: str) -> None:
         store = self._store
         if store is not None:
             now = time.time()

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
 
 import trio
 
 from .._core.exceptions import SessionClosedError
 from .cascade import OwnedResource
-
-if TYPE_CHECKING:
-    pass
-
 from .state import (
     T,
 )
@@ -47,7 +42,7 @@ class Resources(Tasks):
         """
         self._check_takes_resources()
         if cleanup_timeout is None:
-            cleanup_timeout = self._manager.config.cleanup_timeout
+            cleanup_timeout = self._runtime.config.cleanup_timeout
         elif not cleanup_timeout > 0:
             raise ValueError(f"cleanup_timeout must be positive, got {cleanup_timeout!r}")
         if self._resources is None:
@@ -79,7 +74,7 @@ class Resources(Tasks):
         try:
             self.add_resource(name, close, cleanup_timeout=cleanup_timeout)
         except BaseException:
-            timeout = cleanup_timeout or self._manager.config.cleanup_timeout
+            timeout = cleanup_timeout or self._runtime.config.cleanup_timeout
             with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout):
                 await close()
             raise

@@ -99,7 +99,7 @@ class ChannelServer(Registry):
             finally:
                 close_error = connection.close_error
                 close_by = connection.close_deadline()
-                connection.session._detach(connection)
+                connection.session.detach(connection)
         except Exception as exc:
             # Nothing a peer sends should get here; if a bug does, it ends this connection
             # only, and the transport serving the others never sees it.
@@ -167,7 +167,7 @@ class ChannelServer(Registry):
         session = Session(
             id=new_id(12),
             principal=principal,
-            manager=self,
+            runtime=self._runtime,
             token_hash=_hash_token(token),
         )
         self._register(session)
@@ -175,12 +175,13 @@ class ChannelServer(Registry):
         connection = Connection(
             channel,
             session,
+            runtime=self._runtime,
             client=hello.client or new_id(9),
             token=token,
             resumed=False,
         )
         try:
-            await session._attach(connection, hello.ack)
+            await session.attach(connection, hello.ack)
         except BaseException:
             # Nobody else holds this session's token: it would wait out its window alone.
             session.terminate("handshake_failed")
@@ -196,10 +197,15 @@ class ChannelServer(Registry):
         for attempt in range(3):
             session = await self._find(hello.session, hello.token, principal)
             connection = Connection(
-                channel, session, client=client, token=hello.token, resumed=hello.resume
+                channel,
+                session,
+                runtime=self._runtime,
+                client=client,
+                token=hello.token,
+                resumed=hello.resume,
             )
             try:
-                await session._attach(connection, hello.ack)
+                await session.attach(connection, hello.ack)
             except ProtocolError as exc:
                 # It began to be saved after it was found: wait for that and bring it
                 # back (a session being saved is alive, not gone).

@@ -50,12 +50,12 @@ from .._core.shape import decoded_cost
 from .._core.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from .context import Runtime
 
 from .actor import Actor
 from .state import Message
 
-__all__ = ["Message", "Session", "SessionStatistics"]
+__all__ = ["Message", "Session", "SessionStatistics", "restore_session"]
 
 
 @attrs.frozen(kw_only=True)
@@ -109,9 +109,9 @@ class Session(Actor):
         buffer.append(frame)
         self._last_activity = trio.current_time()
         self._wake_writers()
-        store = self._manager._store
+        store = self._runtime.store
         if store is not None and store.log_messages:
-            self._manager._log_message(self, "out", frame)
+            self._runtime.registry.log_message(self, "out", frame)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> Message:
@@ -152,15 +152,15 @@ class Session(Actor):
             # timer that wakes the writers after ack_delay; ack_every waiting, or a ping
             # asking for it, wakes them at once.
             if cursor.ack_due == math.inf:
-                delay = self._manager.config.ack_delay
+                delay = self._runtime.config.ack_delay
                 cursor.ack_due = trio.current_time() + delay
                 if delay > 0:
-                    self._manager._timers.arm(cursor.ack_due, self._wake_writers)
+                    self._runtime.timers.arm(cursor.ack_due, self._wake_writers)
                 else:
                     self._wake_writers()
             elif (
                 cursor.ack_due == -math.inf  # asked for by a ping
-                or message.seq - cursor.ack_sent >= self._manager.config.ack_every
+                or message.seq - cursor.ack_sent >= self._runtime.config.ack_every
             ):
                 self._wake_writers()
         if self._inbox_waiters:
@@ -170,7 +170,7 @@ class Session(Actor):
 
     def _frame_size(self, body: str, seq: int) -> int:
         size = len(body) + len(str(seq)) + MSG_ENVELOPE
-        max_frame = self._manager.config.max_frame
+        max_frame = self._runtime.config.max_frame
         if size > max_frame:
             raise MessageTooLargeError(
                 f"message frame of {size} bytes is over max_frame ({max_frame} bytes); "
@@ -200,7 +200,7 @@ class Session(Actor):
         while not self._finished:
             await self._wait_changed()
 
-    async def _wait_saved(self) -> None:
+    async def wait_saved(self) -> None:
         """Wait until a session being saved is in the store (its actor has left), or is
         not being saved any more (the save failed: it is terminating)."""
         while self.state == "passivated" and not self._finished:
@@ -237,13 +237,13 @@ class Session(Actor):
         )
 
     @classmethod
-    def _restore(cls, manager: Registry, snapshot: Snapshot) -> Session:
+    def _restore(cls, runtime: Runtime, snapshot: Snapshot) -> Session:
         """A session brought back from its snapshot, in state ``passivated``; its actor
         rehydrates it."""
         session = cls(
             id=snapshot.id,
             principal=snapshot.principal,
-            manager=manager,
+            runtime=runtime,
             token_hash=snapshot.token_hash,
             data=dict(snapshot.data),
         )
@@ -274,3 +274,9 @@ class Session(Actor):
                 cursor.queued += 1
                 cursor.queued_bytes += size
         return session
+
+
+def restore_session(runtime: Runtime, snapshot: Snapshot) -> Session:
+    """A session brought back from its snapshot, in state ``passivated``, for ``runtime``;
+    its actor rehydrates it once it runs."""
+    return Session._restore(runtime, snapshot)

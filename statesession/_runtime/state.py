@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import attrs
 import trio
 
-from .._core.delivery import Delivery
+from .._core.delivery import Delivery, ReplayBuffer
 from .._core.exceptions import ProtocolError, SessionClosedError
 from .._core.fifo import Fifo
 from .._core.report import CleanupReport
 from .cascade import Cascade, OwnedResource, OwnedTask
+from .ports import ConnectionPort
 from .timers import Timer
 
 if TYPE_CHECKING:
     from .._lifecycle.host import LifecycleHost
-    from .connection import Connection
-    from .registry import Registry
+    from .context import Runtime
 
 
 __all__ = ["Message", "SessionState"]
@@ -82,7 +82,7 @@ class SessionState:
     id: str
     #: Who created it, as returned by the ``authenticate`` hook (``None`` if anonymous).
     principal: str | None
-    _manager: Registry = attrs.field(alias="manager")
+    _runtime: Runtime = attrs.field(alias="runtime")
     _token_hash: bytes = attrs.field(alias="token_hash")
     #: The application's own JSON-serializable data.
     data: dict[str, Any] = attrs.field(factory=dict)
@@ -101,10 +101,10 @@ class SessionState:
     #: The actor's task while it waits for a job (a parking lot would cost 250 bytes).
     _actor_waiting: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
     #: (Lists an idle session does not need are made when first needed.)
-    _joining: list[tuple[Connection, int | None, _Reply]] | None = attrs.field(
+    _joining: list[tuple[ConnectionPort, int | None, _Reply]] | None = attrs.field(
         default=None, init=False
     )
-    _connections: list[Connection] = attrs.field(factory=list, init=False)
+    _connections: list[ConnectionPort] = attrs.field(factory=list, init=False)
     _state_scope: trio.CancelScope | None = attrs.field(default=None, init=False)
     #: The state work running (a token of it) and its name.
     _state_work: object | None = attrs.field(default=None, init=False)
@@ -151,7 +151,7 @@ class SessionState:
     _terminating: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
-        config = self._manager.config
+        config = self._runtime.config
         self._delivery = Delivery(
             max_messages=config.buffer_messages,
             max_bytes=config.buffer_bytes,
@@ -161,6 +161,21 @@ class SessionState:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state}>"
+
+    @property
+    def token_hash(self) -> bytes:
+        """The hash of the token clients resume with."""
+        return self._token_hash
+
+    @property
+    def replay_buffer(self) -> ReplayBuffer:
+        """The messages sent and not yet acknowledged by every client, by seq."""
+        return self._delivery.buffer
+
+    @property
+    def connection_count(self) -> int:
+        """How many connections are attached."""
+        return len(self._connections)
 
     def terminate(self, reason: str = "terminated") -> None:
         """Ask the session to terminate; returns at once (see :meth:`wait_terminated`).
@@ -201,7 +216,7 @@ class SessionState:
 
     def _step(self, event: str, **values: Any) -> bool:
         # (The layers above make this object the chart's host: see StateWork.)
-        return self._manager._lifecycle.send(cast("LifecycleHost", self), event, **values)
+        return self._runtime.lifecycle.send(cast("LifecycleHost", self), event, **values)
 
     def _post_event(self, event: str, **values: Any) -> None:
         self._post(lambda: self._step(event, **values))
@@ -242,6 +257,24 @@ class SessionState:
         self._wake_receivers(everyone=True)
         self._wake_changed()
         self._wake_writers()
+
+    def _new_cleanup(self) -> Cascade:
+        """A cleanup pass over what this session holds (see ``cascade.py``)."""
+        return Cascade(
+            self.id,
+            config=self._runtime.config,
+            tasks=self._tasks,
+            connections=self._connections,
+            take_resources=self._held_resources,
+            wait_changed=self._wait_changed,
+            previous_report=self._previous_report,
+        )
+
+    def _held_resources(self) -> list[OwnedResource] | None:
+        return self._resources
+
+    def _previous_report(self) -> CleanupReport | None:
+        return self.report
 
     def _check_open(self) -> None:
         if self._closing:

@@ -7,7 +7,6 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -15,12 +14,8 @@ from .._core.codec import encode_frame, error_text
 from .._core.exceptions import ProtocolError
 from .._core.frames import ClosedFrame, StateFrame
 from .._core.snapshot import ClientState, InboxMessage, Snapshot
-from .cascade import Cascade, OwnedTask, describe
-
-if TYPE_CHECKING:
-    pass
-
 from .attachments import Attachments
+from .cascade import OwnedTask, describe
 from .state import (
     _being_saved,
     _saved_for_shutdown,
@@ -44,13 +39,18 @@ class StateWork(Attachments):
         # server stops, and one being brought back still has its snapshot there.
         if self._step(
             "passivate",
-            store=self._manager._store is not None,
+            store=self._runtime.store is not None,
             shutdown=True,
             restored=self._stored,
             reason="server_shutdown",
         ):
             return
         self._step("terminate", reason="server_shutdown")
+
+    def request_shutdown(self) -> None:
+        """Ask the session to passivate or terminate for the server stopping (see
+        :meth:`_shut_down`); returns at once."""
+        self._post(self._shut_down)
 
     def _snapshot(self, reason: str) -> Snapshot:
         buffer = self._delivery.buffer
@@ -74,8 +74,8 @@ class StateWork(Attachments):
         )
 
     def begin_initializing(self) -> None:
-        manager = self._manager
-        if manager._setup is None and manager._health_check is None:
+        runtime = self._runtime
+        if runtime.setup is None and runtime.health_check is None:
             self._post(lambda: self._activate(True))  # nothing to wait for
         else:
             self._start_state_work(self._initialize, "setup")
@@ -85,19 +85,19 @@ class StateWork(Attachments):
             # Live again: only now is the store's copy stale (a session whose coming
             # back was cut short still has it).
             self._stored = False
-            store = self._manager._store
+            store = self._runtime.store
             if store is not None:
                 store.forget(self.id)
         self._deadline = math.inf
-        config = self._manager.config
+        config = self._runtime.config
         first = min(config.heartbeat_interval, self._idle_after())
         self._arm(trio.current_time() + first, self._heartbeat)
         if not self._app_started:
             self._app_started = True
-            self._spawn(OwnedTask("app"), self._manager._app, (self,), app=True)
+            self._spawn(OwnedTask("app"), self._runtime.app, (self,), app=True)
 
     def begin_reconnecting(self) -> None:
-        self._deadline = trio.current_time() + self._manager.config.reconnect_window
+        self._deadline = trio.current_time() + self._runtime.config.reconnect_window
         self._arm(self._deadline, self._expire_window)
 
     def begin_passivated(self, reason: str) -> None:
@@ -119,13 +119,13 @@ class StateWork(Attachments):
         # A passivation interrupted by a terminate has not been reported yet: the same
         # cleanup goes on, and its report will hold what the passivation did.
         if self._cleanup is None:
-            self._cleanup = Cascade(self)
+            self._cleanup = self._new_cleanup()
         self._cleanup.restart()
         if self.state != "passivated":
             refusal = ProtocolError(
                 "terminated", f"session is {self.state} ({self.reason})", fatal=True
             )
-        elif self._manager._closing:
+        elif self._runtime.registry.closing:
             refusal = _saved_for_shutdown()
         else:
             refusal = _being_saved(self.id)
@@ -142,7 +142,7 @@ class StateWork(Attachments):
     def _count_saving(self, saving: bool) -> None:
         if saving != self._saving:
             self._saving = saving
-            self._manager._saving += 1 if saving else -1
+            self._runtime.registry.count_saving(1 if saving else -1)
 
     def end_state(self, state: str) -> None:
         self._count_saving(False)
@@ -159,7 +159,7 @@ class StateWork(Attachments):
             text = encode_frame(StateFrame(state=target))
             for connection in self._connections:
                 connection.queue(text)
-        self._manager._observe(self, event, source, target)
+        self._runtime.registry.observe(self, event, source, target)
 
     def _start_state_work(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         assert self._nursery is not None
@@ -181,7 +181,7 @@ class StateWork(Attachments):
         with scope:
             if self._state_work is not None:
                 waited = trio.current_time()
-                with trio.move_on_after(self._manager.config.cleanup_timeout):
+                with trio.move_on_after(self._runtime.config.cleanup_timeout):
                     while self._state_work is not None:
                         await self._wait_changed()
                 if self._state_work is not None:
@@ -198,7 +198,7 @@ class StateWork(Attachments):
 
     def _left_running(self, name: str, since: float) -> None:
         why = (
-            f"still running {self._manager.config.cleanup_timeout:g} s after its state was "
+            f"still running {self._runtime.config.cleanup_timeout:g} s after its state was "
             "left (it does not stop when cancelled)"
         )
         log.error("session %s: %s %s", self.id, name, why)
@@ -231,13 +231,13 @@ class StateWork(Attachments):
         self._post_event("finish", leaked=len(self.report.failed) if self.report else 1)
 
     async def _initialize(self) -> None:
-        manager = self._manager
+        runtime = self._runtime
         try:
-            if manager._setup is not None:
-                await manager._setup(self)
+            if runtime.setup is not None:
+                await runtime.setup(self)
             healthy = True
-            if manager._health_check is not None:
-                healthy = bool(await manager._health_check(self))
+            if runtime.health_check is not None:
+                healthy = bool(await runtime.health_check(self))
         except Exception as exc:
             log.warning("session %s: setup failed: %s", self.id, describe(exc))
             self._failure = exc
@@ -282,7 +282,6 @@ class StateWork(Attachments):
 
         A session that cannot be saved is terminated rather than kept half alive.
         """
-        manager = self._manager
         if reason == "server_shutdown":
             last_words = error_text(_saved_for_shutdown())
         else:
@@ -293,7 +292,7 @@ class StateWork(Attachments):
             last_words, error="server_shutdown" if reason == "server_shutdown" else None
         )
         await cleanup.stop_tasks()
-        store = manager._store
+        store = self._runtime.store
         try:
             if store is None:
                 raise RuntimeError("no session store to passivate to")

@@ -4,16 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import trio
 
 from .._core.exceptions import SessionClosedError
 from .cascade import OwnedTask, describe
-
-if TYPE_CHECKING:
-    pass
-
 from .state import (
     SessionState,
     log,
