@@ -33,7 +33,7 @@ catches errors as events:
    unless that state is final: a session that reached a final state stays there, and a
    failure queued on the way is logged instead.
 
-``tests/test_lifecycle.py`` drives the two interpreters side by side through random
+``tests/lifecycle/test_lifecycle.py`` drives the two interpreters side by side through random
 events, guard values and failing actions, and requires the same calls in the same order.
 """
 
