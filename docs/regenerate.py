@@ -1,7 +1,7 @@
 """Rewrite the generated parts of the docs: ``python docs/regenerate.py``.
 
 Each generated block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated -->``
-markers; tests/test_docs.py fails when a block is out of date.
+markers; tests/e2e/test_docs.py fails when a block is out of date.
 """
 
 from __future__ import annotations
