@@ -10,11 +10,7 @@ import trio
 
 from .._core.exceptions import ProtocolError, SessionClosedError
 from .cascade import describe
-from .state import (
-    _DEFERRED,
-    _Reply,
-    log,
-)
+from .state import _DEFERRED, _Reply, log
 from .states import StateWork
 
 

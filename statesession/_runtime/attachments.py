@@ -13,13 +13,7 @@ from .._core.exceptions import ProtocolError, SessionClosedError
 from .._core.frames import ClosedFrame
 from .heartbeat import StateTimers
 from .ports import ConnectionPort
-from .state import (
-    _DEFERRED,
-    Message,
-    _being_saved,
-    _Reply,
-    log,
-)
+from .state import _DEFERRED, Message, _being_saved, _Reply, log
 
 
 class Attachments(StateTimers):

@@ -9,9 +9,7 @@ from collections.abc import Callable
 import trio
 
 from .resources import Resources
-from .state import (
-    log,
-)
+from .state import log
 from .timers import Timer
 
 

@@ -36,14 +36,7 @@ from .._core.exceptions import (
 )
 from .._core.util import collapse_single_exception_group
 from .._stores.port import SessionStore
-from .registry import (
-    App,
-    Authenticate,
-    Observer,
-    SessionHook,
-    _ReadOnly,
-    log,
-)
+from .registry import App, Authenticate, Observer, SessionHook, _ReadOnly, log
 from .serve import ChannelServer
 from .session import Session
 

@@ -10,9 +10,7 @@ import trio
 
 from .._core.exceptions import SessionClosedError
 from .cascade import OwnedResource
-from .state import (
-    T,
-)
+from .state import T
 from .tasks import Tasks
 
 

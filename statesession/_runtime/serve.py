@@ -23,11 +23,7 @@ from .._core.exceptions import (
 from .._core.frames import HelloFrame
 from .._core.util import new_id, plural
 from .connection import Connection
-from .registry import (
-    Registry,
-    _hash_token,
-    log,
-)
+from .registry import Registry, _hash_token, log
 from .session import Session
 
 __all__ = ["ChannelServer"]

@@ -16,11 +16,7 @@ from .._core.frames import ClosedFrame, StateFrame
 from .._core.snapshot import ClientState, InboxMessage, Snapshot
 from .attachments import Attachments
 from .cascade import OwnedTask, describe
-from .state import (
-    _being_saved,
-    _saved_for_shutdown,
-    log,
-)
+from .state import _being_saved, _saved_for_shutdown, log
 
 
 class StateWork(Attachments):

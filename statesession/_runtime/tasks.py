@@ -9,10 +9,7 @@ import trio
 
 from .._core.exceptions import SessionClosedError
 from .cascade import OwnedTask, describe
-from .state import (
-    SessionState,
-    log,
-)
+from .state import SessionState, log
 
 
 class Tasks(SessionState):
