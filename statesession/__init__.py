@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:
     from ._runtime.manager import ManagerStatistics as ManagerStatistics
     from ._runtime.manager import SessionManager as SessionManager
     from ._runtime.manager import open_manager as open_manager
+    from ._runtime.observers import SessionObserver as SessionObserver
     from ._runtime.session import Message as Message
     from ._runtime.session import Session as Session
     from ._runtime.session import SessionStatistics as SessionStatistics
@@ -67,6 +68,7 @@ _DRIVER = {
     "ManagerStatistics": "._runtime.manager",
     "SessionManager": "._runtime.manager",
     "open_manager": "._runtime.manager",
+    "SessionObserver": "._runtime.observers",
     "Message": "._runtime.session",
     "Session": "._runtime.session",
     "SessionStatistics": "._runtime.session",
@@ -121,6 +123,7 @@ __all__ = [
     "SessionClosedError",
     "SessionConfig",
     "SessionManager",
+    "SessionObserver",
     "SessionRecord",
     "SessionStatistics",
     "SessionStore",

@@ -123,6 +123,22 @@ class Served:
         assert welcome["type"] == "welcome", welcome
         return peer, welcome
 
+    async def resume(
+        self, welcome: dict[str, Any], ack: int = 0, **fields: Any
+    ) -> tuple[RawPeer, dict[str, Any]]:
+        """A new connection saying hello as the client ``welcome`` was for, coming back
+        (``fields`` override the hello's: a wrong token, another client, no resume)."""
+        peer = await self.peer()
+        hello = {
+            "session": welcome["session"],
+            "token": welcome["token"],
+            "client": welcome["client"],
+            "resume": True,
+            "ack": ack,
+            **fields,
+        }
+        return peer, await peer.hello(**hello)
+
 
 async def echo_app(session: statesession.Session) -> None:
     async for message in session:

@@ -76,9 +76,8 @@ class Actor(StateWork):
         if source not in ("terminated", "error"):
             self.state = "error"  # the chart's own verdict on a failed action
             self.settle(exc)
-            self._runtime.registry.observe(
-                self, "error.execution", source or "initializing", "error"
-            )
+            for tell in self._runtime.observers.transition:
+                tell(self, "error.execution", source or "initializing", "error")
 
     def _done(self) -> bool:
         if self.state == "terminated" or (self.state == "passivated" and self._parked):

@@ -115,6 +115,8 @@ class Attachments(StateTimers):
             connection.client,
             seen,
         )
+        for tell in self._runtime.observers.attached:
+            tell(self, connection.client, connection.peer, connection.resumed)
 
     def _fail_joins(self, error: ProtocolError) -> None:
         for _, _, reply in self._joining or ():
@@ -131,6 +133,8 @@ class Attachments(StateTimers):
             self._delivery.detached(connection.cursor, now=trio.current_time())
         self._wake_changed()
         log.info("session %s: %s detached", self.id, connection.peer)
+        for tell in self._runtime.observers.detached:
+            tell(self, connection.client, connection.peer)
         self._post(lambda: self._step("detach", connections=len(self._connections)))
 
     def inbox_full(self, cursor: ClientCursor, size: int) -> bool:
@@ -183,11 +187,11 @@ class Attachments(StateTimers):
         cursor.queued += 1
         cursor.queued_bytes += size
         self._wake_receivers(everyone=False)
-        store = self._runtime.store
-        if store is not None and store.log_messages:
-            self._runtime.registry.log_message(
-                self, "in", encode_data({"client": connection.client, "seq": seq, "data": data})
-            )
+        observers = self._runtime.observers.message
+        if observers:
+            text = encode_data({"client": connection.client, "seq": seq, "data": data})
+            for tell in observers:
+                tell(self, "in", text)
         return True
 
     def acknowledged(self, connection: ConnectionPort, seq: int) -> None:

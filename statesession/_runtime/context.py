@@ -3,6 +3,7 @@
 A session and its connections are handed one :class:`Runtime` (made once by the manager)
 rather than the manager itself: the configuration, the shared lifecycle, the timers, the
 nursery writers and actors run in, the store, the application's hooks, and the
+observers, and the
 registry's few members they call (:class:`~statesession._runtime.ports.RegistryPort`).
 """
 
@@ -18,6 +19,7 @@ from .._core.config import SessionConfig
 from .._core.util import LogLimit
 from .._lifecycle.interpreters import Lifecycle
 from .._stores.port import SessionStore
+from .observers import Observers
 from .ports import RegistryPort
 from .timers import Timers
 
@@ -46,5 +48,7 @@ class Runtime:
     health_check: Hook | None
     #: Log lines about peers' bad frames are rate-limited across the manager.
     bad_frame_log: LogLimit
+    #: Who is told what happens to the sessions (the store recorder among them).
+    observers: Observers
     #: The manager's registry, set once by the manager after it is made.
     registry: RegistryPort = attrs.field(init=False)

@@ -36,6 +36,7 @@ from .._core.exceptions import (
 )
 from .._core.util import collapse_single_exception_group
 from .._stores.port import SessionStore
+from .observers import SessionObserver, TransitionCallback
 from .registry import App, Authenticate, Observer, SessionHook, _ReadOnly, log
 from .serve import ChannelServer
 from .session import Session
@@ -67,11 +68,24 @@ class SessionManager(ChannelServer):
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def add_observer(self, observer: Observer) -> None:
-        """Call ``observer(session, event, source, target)`` after every transition that
-        changes a session's state. It runs inside the lifecycle step: it must be quick and
-        must not block or raise."""
-        self._observers.append(observer)
+    def add_observer(self, observer: SessionObserver | Observer) -> None:
+        """Tell ``observer`` what happens to the sessions from now on.
+
+        A :class:`~statesession.SessionObserver` is told each event whose method it
+        overrides (transitions, attaches and detaches, messages if it wants them,
+        refusals, resume outcomes, cleanup reports, passivations); a plain callable is
+        called as ``observer(session, event, source, target)`` after every transition
+        that changes a session's state. Either is called synchronously where the thing
+        happened, so it must be quick and must not block; what it raises is logged and
+        the session goes on."""
+        if not isinstance(observer, SessionObserver):
+            if not callable(observer):
+                raise TypeError(
+                    "an observer is a SessionObserver or a callable "
+                    f"observer(session, event, source, target), got {type(observer).__name__}"
+                )
+            observer = TransitionCallback(observer)
+        self._observers.add(observer)
 
     def terminate(self, session_id: str, reason: str = "admin") -> bool:
         """Ask a session to terminate; return whether it was found."""

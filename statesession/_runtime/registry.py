@@ -1,8 +1,8 @@
 """The registry: the live sessions of a manager, their tombstones, rehydration from the
 store, and admission (limits per server, per principal and per peer address).
 
-A layer of :class:`~statesession.SessionManager` (one object, several modules); the
-observers of lifecycle transitions are called from here too. It makes the
+A layer of :class:`~statesession.SessionManager` (one object, several modules);  it builds
+the manager's observers (the store recorder first, then its own accounting). It makes the
 :class:`~statesession._runtime.context.Runtime` its sessions and connections are handed
 (instead of the manager), and is their registry in it: the members they call
 (:class:`~statesession._runtime.ports.RegistryPort`) have public, undocumented names."""
@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -26,19 +25,16 @@ from .._core.exceptions import (
     StoreError,
     StoreVersionError,
 )
-from .._core.snapshot import LogEntry, SessionRecord
 from .._core.util import LogLimit, plural
 from .._lifecycle.interpreters import Lifecycle
 from .._stores.port import SessionStore
 from .context import Runtime
+from .observers import Observers, StoreRecorder, TransitionCallback
 from .ports import SessionView
 from .session import Session, restore_session
 from .timers import Timers
 
 __all__ = ["Registry"]
-
-#: States a session's record gives the reason for (why it ended, why it was saved).
-_REASONED = frozenset({"passivated", "terminated", "error"})
 
 log = logging.getLogger("statesession")
 
@@ -103,7 +99,6 @@ class Registry:
         self._tombstones: OrderedDict[str, str] = OrderedDict()
         self._handshakes: set[trio.CancelScope] = set()
         self._peer_handshakes: dict[str, int] = {}  # peer address -> handshakes waiting
-        self._observers: list[Observer] = []
         self._closing = False
         #: Sessions flagged in `error`: kept for inspection, not counted against limits.
         self._in_error = 0
@@ -123,6 +118,12 @@ class Registry:
         #: about bad frames: see the runtime's ``bad_frame_log``).
         self._refusal_log = LogLimit(rate=1.0, burst=10)
         self._store_full_log = LogLimit(rate=0.1, burst=3)
+        #: Who is told what happens: the store's recorder, this registry's accounting,
+        #: then the application's observers (see ``observers.py``).
+        self._observers = Observers()
+        if store is not None:
+            self._observers.add(StoreRecorder(store), guard=False)
+        self._observers.add(TransitionCallback(self._account), guard=False)
         #: What the sessions and connections run in (made once; they hold it, not this).
         self._runtime = Runtime(
             config=config,
@@ -134,6 +135,7 @@ class Registry:
             setup=setup,
             health_check=health_check,
             bad_frame_log=LogLimit(rate=1.0, burst=10),
+            observers=self._observers,
         )
         self._runtime.registry = self
 
@@ -358,53 +360,10 @@ class Registry:
         if not self._sessions:
             self._all_gone.set()
 
-    def log_message(self, session: SessionView, direction: str, frame: str) -> None:
-        store = self._store
-        assert store is not None
-        store.log(
-            LogEntry(
-                session=session.id,
-                time=time.time(),
-                kind="message",
-                event=direction,
-                detail=frame,
-            )
-        )
-
-    def observe(self, session: SessionView, event: str, source: str, target: str) -> None:
-        store = self._store
-        if store is not None:
-            now = time.time()
-            store.log(
-                LogEntry(
-                    session=session.id,
-                    time=now,
-                    kind="transition",
-                    event=event,
-                    source=source,
-                    target=target,
-                )
-            )
-            store.note(
-                SessionRecord(
-                    id=session.id,
-                    state=target,
-                    principal=session.principal,
-                    created=session.created,
-                    last_activity=now,
-                    reason=session.reason if target in _REASONED else None,
-                )
-            )
-            if target == "terminated":
-                store.forget(session.id)
+    def _account(self, session: SessionView, event: str, source: str, target: str) -> None:
+        """A flagged session keeps its place in the registry (for inspection and a retry)
+        but not in the admission limits."""
         if "error" in (source, target):
-            # A flagged session keeps its place in the registry (for inspection and a
-            # retry) but not in the admission limits.
             change = 1 if target == "error" else -1
             self._in_error += change
             self._count(session.principal, -change)
-        for observer in self._observers:
-            try:
-                observer(cast(Session, session), event, source, target)  # (every layer is one)
-            except Exception as exc:
-                log.error("lifecycle observer %r raised: %s", observer, exc, exc_info=exc)

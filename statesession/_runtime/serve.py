@@ -67,6 +67,8 @@ class ChannelServer(Registry):
                             if left_out
                             else "",
                         )
+                    for tell in self._observers.refused:
+                        tell(channel.peer, exc)
                     close_error = exc.code
                     close_by = trio.current_time() + self._refusal_linger()
                     await self._send_last_words(channel, exc, close_by)
@@ -81,13 +83,14 @@ class ChannelServer(Registry):
             del handshake  # (not held while the connection runs)
             if shut_out:
                 if self._closing:
+                    refusal = ProtocolError(
+                        "server_shutdown", "server is shutting down", fatal=True
+                    )
+                    for tell in self._observers.refused:
+                        tell(channel.peer, refusal)
                     close_error = "server_shutdown"
                     close_by = trio.current_time() + self._refusal_linger()
-                    await self._send_last_words(
-                        channel,
-                        ProtocolError("server_shutdown", "server is shutting down", fatal=True),
-                        close_by,
-                    )
+                    await self._send_last_words(channel, refusal, close_by)
                 return
             assert connection is not None
             try:
@@ -133,10 +136,22 @@ class ChannelServer(Registry):
             )
         if self._closing:
             raise ProtocolError("server_shutdown", "server is shutting down", fatal=True)
-        principal = await self._principal(hello.auth)
         if hello.session is None:
+            principal = await self._principal(hello.auth)
             return await self._create(channel, hello, principal)
-        return await self._resume(channel, hello, principal)
+        try:
+            principal = await self._principal(hello.auth)
+            connection = await self._resume(channel, hello, principal)
+        except ProtocolError as exc:
+            self._tell_resume(hello, exc.code)
+            raise
+        self._tell_resume(hello, "resumed" if hello.resume else "joined")
+        return connection
+
+    def _tell_resume(self, hello: HelloFrame, outcome: str) -> None:
+        assert hello.session is not None
+        for tell in self._observers.resume:
+            tell(hello.session, hello.client, outcome)
 
     async def _principal(self, auth: Any) -> str | None:
         if self._authenticate is None:

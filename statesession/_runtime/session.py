@@ -109,9 +109,8 @@ class Session(Actor):
         buffer.append(frame)
         self._last_activity = trio.current_time()
         self._wake_writers()
-        store = self._runtime.store
-        if store is not None and store.log_messages:
-            self._runtime.registry.log_message(self, "out", frame)
+        for tell in self._runtime.observers.message:
+            tell(self, "out", frame)
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> Message:

@@ -155,7 +155,8 @@ class StateWork(Attachments):
             text = encode_frame(StateFrame(state=target))
             for connection in self._connections:
                 connection.queue(text)
-        self._runtime.registry.observe(self, event, source, target)
+        for tell in self._runtime.observers.transition:
+            tell(self, event, source, target)
 
     def _start_state_work(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         assert self._nursery is not None
@@ -303,6 +304,8 @@ class StateWork(Attachments):
             return
         await cleanup.close_resources()
         self._report(f"passivated ({reason})")
+        for tell in self._runtime.observers.passivated:
+            tell(self, reason)
         self._parked = True
         self._post(lambda: None)  # the actor sees that it is done
 
@@ -310,5 +313,7 @@ class StateWork(Attachments):
         """The cleanup pass is over: its report becomes the session's."""
         cleanup = self._cleanup
         assert cleanup is not None
-        self.report = cleanup.report(reason, error=self._failure)
+        report = self.report = cleanup.report(reason, error=self._failure)
         self._cleanup = None
+        for tell in self._runtime.observers.cleanup_report:
+            tell(self, report)

@@ -38,6 +38,7 @@ PUBLIC = {
     "SessionClosedError",
     "SessionConfig",
     "SessionManager",
+    "SessionObserver",
     "SessionStatistics",
     "StateSessionError",
     "open_store",
